@@ -1,0 +1,1 @@
+"""The `tiergate` command. Each area registers its subcommands from its own module."""
