@@ -1,0 +1,160 @@
+"""Common machinery of the in-process fake upstreams (OpenAI, Anthropic, Ollama).
+
+A fake is an aiohttp application on 127.0.0.1 with a free port. It records every request it receives and
+applies scripted faults, one per request, in order:
+
+    fake = FakeOpenAI(); await fake.start()
+    fake.faults.append(Fault.status(429))            # next request answers 429 in the dialect's error shape
+    fake.faults.append(Fault.hang(5))                 # next one sleeps 5 s first
+    fake.faults.append(Fault.reset_after_chunks(3))  # next stream sends 3 chunks, then drops the connection
+    ...; fake.requests[-1].json; await fake.close()
+
+Subclasses add routes in `setup_routes` and render errors with `error_body`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass(slots=True)
+class Fault:
+    kind: str  # "status" | "hang" | "drop" | "garbage" | "reset_after_chunks"
+    status: int = 500
+    message: str = "injected fault"
+    seconds: float = 0.0
+    chunks: int = 0
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    path: str | None = None  # only requests to this path consume the fault (None: any)
+
+    @classmethod
+    def status(cls, status: int, message: str = "injected fault", **kw: Any) -> "Fault":  # noqa: D102
+        return cls("status", status=status, message=message, **kw)
+
+    @classmethod
+    def hang(cls, seconds: float, **kw: Any) -> "Fault":
+        return cls("hang", seconds=seconds, **kw)
+
+    @classmethod
+    def drop(cls, **kw: Any) -> "Fault":
+        """Close the connection without answering."""
+        return cls("drop", **kw)
+
+    @classmethod
+    def garbage(cls, body: bytes = b"<html>502 Bad Gateway</html>{not json", **kw: Any) -> "Fault":
+        """Answer 200 with a body that is not the dialect's format."""
+        return cls("garbage", body=body, **kw)
+
+    @classmethod
+    def reset_after_chunks(cls, chunks: int, **kw: Any) -> "Fault":
+        """Stream `chunks` chunks normally, then drop the connection (streaming endpoints only)."""
+        return cls("reset_after_chunks", chunks=chunks, **kw)
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body) if self.body else None
+
+
+class FakeServer:
+    """Base of the fakes. `base_url` is valid after `start()`."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.faults: list[Fault] = []
+        self.app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._middleware])
+        self.setup_routes(self.app)
+        self._runner: web.AppRunner | None = None
+        self.port: int = 0
+
+    # ----------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> str:
+        self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self.base_url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> "FakeServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ------------------------------------------------------------------------------ for subclasses
+    def setup_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        """The dialect's error JSON for `status`."""
+        raise NotImplementedError
+
+    def take_fault(self, request: web.Request) -> Fault | None:
+        for i, fault in enumerate(self.faults):
+            if fault.path is None or fault.path == request.path:
+                return self.faults.pop(i)
+        return None
+
+    def stream_fault(self, request: web.Request) -> Fault | None:
+        """The reset-after-chunks fault the middleware left for a streaming handler, if any."""
+        return request.get("fault")
+
+    @staticmethod
+    async def write_chunks(request: web.Request, response: web.StreamResponse, chunks: list[bytes]) -> None:
+        """Write `chunks`, honouring a reset_after_chunks fault: after N chunks the connection drops."""
+        fault: Fault | None = request.get("fault")
+        for n, chunk in enumerate(chunks):
+            if fault is not None and fault.kind == "reset_after_chunks" and n >= fault.chunks:
+                assert request.transport is not None
+                request.transport.abort()
+                raise asyncio.CancelledError()
+            await response.write(chunk)
+
+    # ---------------------------------------------------------------------------------- middleware
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(
+            RecordedRequest(request.method, request.path, dict(request.query), dict(request.headers), body)
+        )
+        fault = self.take_fault(request)
+        if fault is not None:
+            if fault.kind == "hang":
+                await asyncio.sleep(fault.seconds)
+            elif fault.kind == "status":
+                return web.json_response(self.error_body(fault.status, fault.message), status=fault.status,
+                                         headers=fault.headers)
+            elif fault.kind == "drop":
+                assert request.transport is not None
+                request.transport.abort()
+                raise asyncio.CancelledError()
+            elif fault.kind == "garbage":
+                return web.Response(body=fault.body, status=200, content_type="application/json")
+            elif fault.kind == "reset_after_chunks":
+                request["fault"] = fault
+        return await handler(request)
