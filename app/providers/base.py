@@ -1,0 +1,211 @@
+"""Upstream adapters: one class per upstream dialect, one instance per deployment.
+
+A provider turns a canonical `ChatRequest` into the upstream's wire request (through the dialect module),
+sends it on the shared aiohttp session, and gives back a canonical `ChatResponse` or a stream. Every failure
+is raised as a typed `app.errors.UpstreamError`; the router decides retries and fallbacks from the type.
+
+When the client speaks the upstream's own dialect the request is passed through: the client's body is
+forwarded with only the model replaced (unknown fields kept) and the upstream's bytes are relayed as they
+come. The stream is still decoded alongside, for usage, error detection and the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, AsyncIterator
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from app.canonical import ChatRequest, ChatResponse, Dialect, EmbeddingRequest, EmbeddingResponse, StreamEvent
+from app.config.schema import Deployment
+from app.errors import (
+    UpstreamBadResponse,
+    UpstreamClientError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+# Fields a client could use to steer an upstream; never forwarded, whatever the dialect.
+STEERING_FIELDS = ("api_base", "base_url", "api_key", "api_version", "headers", "extra_headers",
+                   "custom_llm_provider", "organization", "mock_response")
+
+
+@dataclass(slots=True)
+class UpstreamStream:
+    """An open upstream stream. Iterate `chunks()` for (raw bytes, decoded canonical events)."""
+
+    response: aiohttp.ClientResponse
+    decoder: Any  # the dialect's StreamDecoder
+    deployment: Deployment
+    passthrough: bool
+    started: float = field(default_factory=time.perf_counter)
+    _closed: bool = False
+
+    async def chunks(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
+        dep = self.deployment
+        try:
+            async for chunk in self.response.content.iter_any():
+                yield chunk, self.decoder.feed(chunk)
+            yield b"", self.decoder.close()
+        except UpstreamError as e:
+            e.deployment = e.deployment or dep.id
+            raise
+        except asyncio.TimeoutError as e:
+            raise UpstreamTimeout(f"{dep.label} stopped sending mid-stream", deployment=dep.id) from e
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
+            raise UpstreamConnectError(f"{dep.label} broke the stream off: {type(e).__name__}",
+                                       deployment=dep.id) from e
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.response.close()
+
+
+class Provider:
+    """Base class. Subclasses set `dialect`, `codec` and the endpoint paths and auth headers."""
+
+    dialect: Dialect
+    codec: ModuleType
+    chat_path: str
+    embed_path: str | None = None
+
+    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession, *, api_key: str | None,
+                 timeout: float, stream_timeout: float | None = None):
+        self.deployment = deployment
+        self.session = session
+        self.api_key = api_key
+        self.timeout = deployment.timeout or timeout
+        self.stream_timeout = deployment.stream_timeout or stream_timeout or self.timeout
+        self.url = deployment.api_base.rstrip("/") + self.chat_path
+
+    # ------------------------------------------------------------------------------------ hooks
+    def headers(self, req: ChatRequest | None) -> dict[str, str]:
+        out = {"content-type": "application/json"}
+        out.update(self.deployment.extra_headers)
+        return out
+
+    def passthrough_body(self, req: ChatRequest) -> dict[str, Any]:
+        """The client's own body with the model replaced and steering fields removed."""
+        body = {k: v for k, v in req.raw.items() if k not in STEERING_FIELDS}
+        body["model"] = self.deployment.model
+        limit = self.deployment.max_output_tokens
+        for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            if limit and isinstance(body.get(key), int) and body[key] > limit:
+                body[key] = limit
+        return body
+
+    def can_pass_through(self, req: ChatRequest) -> bool:
+        return req.dialect is self.dialect and bool(req.raw)
+
+    def build_body(self, req: ChatRequest, *, stream: bool) -> tuple[dict[str, Any], bool]:
+        if self.can_pass_through(req):
+            body = self.passthrough_body(req)
+            body["stream"] = stream
+            return body, True
+        return self.codec.build_request(req, self.deployment, stream=stream), False
+
+    # ---------------------------------------------------------------------------------- requests
+    async def _post(self, url: str, body: dict[str, Any], headers: dict[str, str],
+                    timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        dep = self.deployment
+        try:
+            resp = await self.session.post(url, data=orjson.dumps(body), headers=headers, timeout=timeout)
+        except asyncio.TimeoutError as e:
+            raise UpstreamTimeout(f"{dep.label} did not answer within {timeout.total or timeout.sock_read:.0f} s",
+                                  deployment=dep.id) from e
+        except aiohttp.ClientConnectorError as e:
+            raise UpstreamConnectError(f"cannot connect to {dep.label} at {_host_of(url)}",
+                                       deployment=dep.id) from e
+        except aiohttp.ClientError as e:
+            raise UpstreamConnectError(f"{dep.label} closed the connection: {type(e).__name__}",
+                                       deployment=dep.id) from e
+        if resp.status >= 400:
+            try:
+                raw = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                raw = b""
+            finally:
+                resp.release()
+            err = self.codec.parse_error(resp.status, raw)
+            err.deployment = dep.id
+            if resp.status == 429 and "retry-after" in resp.headers:
+                err.details["retry_after"] = resp.headers["retry-after"]
+            raise err
+        return resp
+
+    async def complete(self, req: ChatRequest) -> tuple[ChatResponse, bytes | None]:
+        """Non-streaming. Returns the canonical response and, on pass-through, the upstream's raw body."""
+        body, passthrough = self.build_body(req, stream=False)
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        resp = await self._post(self.url, body, self.headers(req), timeout)
+        dep = self.deployment
+        try:
+            raw = await resp.read()
+        except asyncio.TimeoutError as e:
+            raise UpstreamTimeout(f"{dep.label} did not finish within {self.timeout:.0f} s", deployment=dep.id) from e
+        except aiohttp.ClientError as e:
+            raise UpstreamConnectError(f"{dep.label} broke the response off", deployment=dep.id) from e
+        finally:
+            resp.release()
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise UpstreamBadResponse(f"{dep.label} sent a body that is not JSON", deployment=dep.id) from e
+        try:
+            result = self.codec.parse_response(parsed)
+        except UpstreamError as e:
+            e.deployment = dep.id
+            raise
+        except Exception as e:  # a shape the codec did not expect is the upstream's fault, not a crash
+            raise UpstreamBadResponse(f"{dep.label} sent an unexpected response shape", deployment=dep.id) from e
+        return result, (raw if passthrough else None)
+
+    async def open_stream(self, req: ChatRequest) -> UpstreamStream:
+        """Streaming. Raises before returning when the upstream refuses; mid-stream errors raise while
+        iterating `UpstreamStream.chunks()`."""
+        body, passthrough = self.build_body(req, stream=True)
+        if passthrough:
+            self.prepare_passthrough_stream(body)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(self.timeout, 30.0),
+                                        sock_read=self.stream_timeout)
+        resp = await self._post(self.url, body, self.headers(req), timeout)
+        return UpstreamStream(resp, self.codec.StreamDecoder(), self.deployment, passthrough)
+
+    def prepare_passthrough_stream(self, body: dict[str, Any]) -> None:
+        """Adjust a passed-through streaming body (e.g. ask for usage)."""
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        raise UpstreamClientError(f"{self.deployment.label} does not serve embeddings",
+                                  deployment=self.deployment.id, upstream_status=400)
+
+    async def post_json(self, path: str, body: dict[str, Any], req: ChatRequest | None = None) -> Any:
+        """POST an auxiliary endpoint (embeddings, count_tokens) and return parsed JSON."""
+        resp = await self._post(self.deployment.api_base.rstrip("/") + path, body, self.headers(req),
+                                aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            raw = await resp.read()
+        finally:
+            resp.release()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise UpstreamBadResponse(f"{self.deployment.label} sent a body that is not JSON",
+                                      deployment=self.deployment.id) from e
+
+
+def _host_of(url: str) -> str:
+    """scheme://host:port of a URL, for messages (never the path or query, which could hold a key)."""
+    u = URL(url)
+    return f"{u.scheme}://{u.host}:{u.port}"
