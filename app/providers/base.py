@@ -41,7 +41,8 @@ STEERING_FIELDS = ("api_base", "base_url", "api_key", "api_version", "headers", 
 
 @dataclass(slots=True)
 class UpstreamStream:
-    """An open upstream stream. Iterate `chunks()` for (raw bytes, decoded canonical events)."""
+    """An open upstream stream. Iterate it (once) for (raw bytes, decoded canonical events) pairs; the
+    last pair has empty bytes and the decoder's final events."""
 
     response: aiohttp.ClientResponse
     decoder: Any  # the dialect's StreamDecoder
@@ -49,8 +50,15 @@ class UpstreamStream:
     passthrough: bool
     started: float = field(default_factory=time.perf_counter)
     _closed: bool = False
+    _it: Any = None
 
-    async def chunks(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
+    def __post_init__(self) -> None:
+        self._it = self._chunks()
+
+    def __aiter__(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
+        return self._it
+
+    async def _chunks(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
         dep = self.deployment
         try:
             async for chunk in self.response.content.iter_any():
@@ -71,6 +79,11 @@ class UpstreamStream:
         if not self._closed:
             self._closed = True
             self.response.close()
+
+    async def aclose(self) -> None:
+        """Stop reading (client gone or error): closes the upstream connection."""
+        await self._it.aclose()
+        self.close()
 
 
 class Provider:

@@ -1,0 +1,208 @@
+"""From the model a client asked for to the deployment that answers.
+
+`resolve` turns a name into a tier (tier names, aliases and glob patterns, or a concrete deployment);
+`plan` lists the deployments to try in order (the tier's own, then its fallbacks' — filtered by whatever
+the privacy decision allows); `complete` and `open_stream` walk the plan with retries, backoff and
+cooldowns, deciding from the error's type alone. Streams can fall back only until the first event arrives:
+the caller sends nothing to the client before `open_stream` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from app.canonical import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
+from app.config.schema import Config, Deployment
+from app.errors import (
+    AllDeploymentsFailed,
+    TiergateError,
+    UnknownModel,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from app.providers import Provider, UpstreamStream
+from app.router.health import HealthTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Target:
+    """What a client's `model` resolved to."""
+
+    tier: str  # tier name; for a concrete deployment, its tier
+    deployments: list[Deployment]  # the tier's deployments (or just the concrete one)
+    concrete: bool = False
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment: str
+    error: str  # error code, or "ok"
+    message: str = ""
+
+
+@dataclass(slots=True)
+class RouteResult:
+    """Which deployment answered, and what was tried before it."""
+
+    deployment: Deployment
+    provider: Provider
+    attempts: list[Attempt] = field(default_factory=list)
+    upstream_ms: float = 0.0  # time waiting on the upstream that answered (all tries included)
+
+    @property
+    def fallback_path(self) -> list[str]:
+        return [a.deployment for a in self.attempts if a.error != "ok"]
+
+
+class Router:
+    def __init__(self, config: Config, providers: dict[str, Provider], health: HealthTracker, *,
+                 sleep: Callable[[float], "asyncio.Future[None]"] = asyncio.sleep,  # type: ignore[assignment]
+                 prefer: Callable[[Deployment], bool] | None = None):
+        self.config = config
+        self.providers = providers
+        self.health = health
+        self.sleep = sleep
+        self.prefer = prefer  # e.g. "Ollama has this model loaded": preferred within a tier
+        self.tiers = config.tiers
+        self._by_label = {}
+        for d in config.deployments:
+            self._by_label.setdefault(d.label, d)
+            self._by_label.setdefault(d.id, d)
+        self._alias_exact = {k: v for k, v in config.model_aliases.items() if not _is_pattern(k)}
+        self._alias_patterns = [(k, v) for k, v in config.model_aliases.items() if _is_pattern(k)]
+
+    # -------------------------------------------------------------------------------- resolution
+    def resolve(self, model: str) -> Target:
+        if model in self.tiers:
+            return Target(model, self.tiers[model])
+        tier = self._alias_exact.get(model)
+        if tier is None:
+            for pattern, target in self._alias_patterns:
+                if fnmatch.fnmatchcase(model, pattern):
+                    tier = target
+                    break
+        if tier is not None and tier in self.tiers:
+            return Target(tier, self.tiers[tier])
+        if self.config.allow_concrete_models:
+            d = self._by_label.get(model)
+            if d is not None:
+                return Target(d.tier, [d], concrete=True)
+        raise UnknownModel(
+            f"The model {model!r} is not a tier here. Available tiers: {', '.join(sorted(self.tiers)) or 'none'}.",
+            details={"tiers": sorted(self.tiers)},
+        )
+
+    def plan(self, target: Target, *, allowed: Callable[[Deployment], bool] | None = None,
+             extra_tiers: Iterable[str] = ()) -> list[Deployment]:
+        """Deployments in the order they will be tried: the target's (preferred ones first), then the
+        fallback tiers'. `allowed` filters out what the privacy decision forbids — before anything else."""
+        order: list[Deployment] = []
+        seen: set[str] = set()
+        tiers = [] if target.concrete else [*self.config.router.fallbacks.get(target.tier, [])]
+        groups = [target.deployments] + [self.tiers.get(t, []) for t in (*extra_tiers, *tiers)]
+        for group in groups:
+            group = list(group)
+            if self.prefer is not None and len(group) > 1:
+                group.sort(key=lambda d: not self.prefer(d))  # stable: config order otherwise
+            for d in group:
+                if d.id in seen:
+                    continue
+                seen.add(d.id)
+                if allowed is None or allowed(d):
+                    order.append(d)
+        return order
+
+    # ---------------------------------------------------------------------------------- execution
+    async def complete(self, req: ChatRequest, plan: list[Deployment]) -> tuple[ChatResponse, bytes | None, RouteResult]:
+        async def call(p: Provider) -> tuple[ChatResponse, bytes | None]:
+            return await p.complete(req)
+
+        (resp, raw), result = await self._run(plan, call)
+        return resp, raw, result
+
+    async def open_stream(self, req: ChatRequest, plan: list[Deployment]) -> tuple[UpstreamStream, list[StreamEvent], bytes, RouteResult]:
+        """Open a stream and wait for its first events (so a failure before them can still fall back).
+        Returns the stream, the first decoded events, the raw bytes they came in, and the route."""
+
+        async def call(p: Provider) -> tuple[UpstreamStream, list[StreamEvent], bytes]:
+            stream = await p.open_stream(req)
+            raw = b""
+            events: list[StreamEvent] = []
+            try:
+                while not events:
+                    chunk, events = await anext(stream)
+                    raw += chunk
+            except StopAsyncIteration:
+                pass
+            except BaseException:
+                await stream.aclose()
+                raise
+            return stream, events, raw
+
+        (stream, events, raw), result = await self._run(plan, call)
+        return stream, events, raw, result
+
+    async def embed(self, req: EmbeddingRequest, plan: list[Deployment]) -> tuple[EmbeddingResponse, RouteResult]:
+        async def call(p: Provider) -> EmbeddingResponse:
+            return await p.embed(req)
+
+        return await self._run(plan, call)
+
+    async def _run(self, plan: list[Deployment], call):  # type: ignore[no-untyped-def]
+        attempts: list[Attempt] = []
+        upstream_s = 0.0
+        retries = max(0, self.config.router.num_retries)
+        for d in plan:
+            provider = self.providers.get(d.id)
+            if provider is None or not self.health.usable(d.id):
+                state = self.health.get(d.id).state
+                attempts.append(Attempt(d.id, "cooling down" if state == "cooling_down" else "unavailable",
+                                        self.health.get(d.id).last_error))
+                continue
+            tries = 1 + (d.max_retries if d.max_retries is not None else retries)
+            backoff = self.config.router.retry_after
+            for n in range(tries):
+                t0 = time.perf_counter()
+                try:
+                    out = await call(provider)
+                except UpstreamUnavailable as e:
+                    upstream_s += time.perf_counter() - t0
+                    attempts.append(Attempt(d.id, e.code, e.message))
+                    break
+                except UpstreamError as e:
+                    upstream_s += time.perf_counter() - t0
+                    attempts.append(Attempt(d.id, e.code, e.message))
+                    log.info("upstream %s failed: %s (%s)", d.id, e.code, e.message)
+                    if not e.retryable:
+                        self.health.success(d.id)  # the upstream works; the request was wrong
+                        raise
+                    if n + 1 < tries:
+                        await self.sleep(min(backoff, self.config.router.max_backoff))
+                        backoff *= 2
+                        continue
+                    self.health.failure(d.id, e.code)
+                    break
+                upstream_s += time.perf_counter() - t0
+                self.health.success(d.id)
+                attempts.append(Attempt(d.id, "ok"))
+                return out, RouteResult(d, provider, attempts, upstream_s * 1000)
+        raise self._exhausted(plan, attempts)
+
+    @staticmethod
+    def _exhausted(plan: list[Deployment], attempts: list[Attempt]) -> TiergateError:
+        if not plan:
+            return AllDeploymentsFailed("No deployment is available for this request.", attempts=[])
+        tried = "; ".join(f"{a.deployment}: {a.error}" for a in attempts)
+        return AllDeploymentsFailed(f"Every deployment failed ({tried}).",
+                                    attempts=[(a.deployment, a.error) for a in attempts])
+
+
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")

@@ -1,0 +1,188 @@
+"""The chat pipeline every inbound dialect shares: parse → privacy → budget → cache → route → answer → record.
+
+Handlers for /v1/chat/completions, /v1/messages and /v1/responses are this one function with a different
+dialect module. Privacy is decided before any deployment is chosen and the plan only ever holds deployments
+the decision allows; nothing after that point can add one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import ModuleType
+from typing import Any
+
+from aiohttp import web
+
+from app.assembly import events_from_response
+from app.canonical import ChatRequest, ChatResponse, Usage
+from app.errors import Forbidden, PrivacyRefused, TiergateError, UpstreamError
+from app.router.router import RouteResult, Target
+from app.server.context import CORE, RequestState, read_json, response_headers
+from app.server.relay import StreamRelay
+from app.usage import UsageRecord
+
+log = logging.getLogger("tiergate.request")
+
+SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
+               "x-accel-buffering": "no"}
+
+
+async def handle_chat(request: web.Request, dialect: ModuleType) -> web.StreamResponse:
+    core = request.app[CORE]
+    state: RequestState = request["tg"]
+    body = await read_json(request)
+    req = dialect.parse_request(body, request.headers)
+    state.record.requested_model = req.model
+    state.record.stream = req.stream
+    try:
+        target, plan, decision = prepare(core, state, req, request)
+        cached = core.cache_lookup(state, req, target.tier, request.headers, body) if core.cache else None
+        if cached is not None:
+            return await answer_from_cache(request, state, dialect, req, target, cached)
+        if req.stream:
+            return await answer_stream(request, state, dialect, req, target, plan)
+        return await answer(request, state, dialect, req, target, plan)
+    except TiergateError as e:
+        state.fail(e)
+        raise
+
+
+def prepare(core: Any, state: RequestState, req: ChatRequest, request: web.Request) -> tuple[Target, list, Any]:
+    """Resolve the tier, check the agent, decide privacy, apply budgets, and build the plan."""
+    agent = state.agent
+    target = core.router.resolve(req.model)
+    allowed_tiers = getattr(agent, "allowed_tiers", None)
+    if allowed_tiers and target.tier not in allowed_tiers:
+        raise Forbidden(f"Agent {agent.name!r} may not use the tier {target.tier!r} "
+                        f"(allowed: {', '.join(allowed_tiers)}).")
+    # 1. privacy, before anything that could pick a deployment
+    decision = core.decide_privacy(req, agent, request.headers)
+    state.record.privacy = decision.level
+    state.record.privacy_rule = decision.rule
+    state.privacy = decision.level
+    # 2. budgets (may downgrade to a cheaper tier)
+    if core.budgets is not None:
+        verdict = core.budgets.check(state.record.agent, target.tier)
+        if verdict.downgrade_to:
+            target = core.router.resolve(verdict.downgrade_to)
+    state.record.tier = target.tier
+    state.tier = target.tier
+    # 3. the plan: only deployments the decision allows
+    allowed = core.privacy_allows(decision)
+    extra = ()
+    if decision.level == "local":
+        equivalent = core.local_equivalent(target.tier)
+        extra = (equivalent,) if equivalent else ()
+    plan = core.router.plan(target, allowed=allowed, extra_tiers=extra)
+    if not plan:
+        if decision.level == "local":
+            raise PrivacyRefused(
+                f"This request must stay on this machine ({decision.rule}), and the tier {target.tier!r} has no "
+                f"local deployment. Add a local (Ollama) deployment to {target.tier!r}, or set "
+                f"tiergate_settings.privacy.local_equivalents.{target.tier} to a local tier.")
+    return target, plan, decision
+
+
+async def answer(request: web.Request, state: RequestState, dialect: ModuleType, req: ChatRequest,
+                 target: Target, plan: list) -> web.Response:
+    core = request.app[CORE]
+    resp, raw, route = await core.router.complete(req, plan)
+    state.routed(route)
+    if raw is None:
+        raw = core.dumps(dialect.render_response(resp, req))
+    core.cache_store(state, resp)
+    state.finish(resp.usage)
+    headers = response_headers(state, overhead_ms=state.overhead_ms(route.upstream_ms))
+    return web.Response(body=raw, status=200, content_type="application/json", headers=headers)
+
+
+async def answer_stream(request: web.Request, state: RequestState, dialect: ModuleType, req: ChatRequest,
+                        target: Target, plan: list) -> web.StreamResponse:
+    core = request.app[CORE]
+    async with core.stream_slot():
+        stream, first_events, first_raw, route = await core.router.open_stream(req, plan)
+        state.routed(route)
+        relay = StreamRelay(dialect, req, response_id=state.response_id, passthrough=stream.passthrough)
+        headers = {**SSE_HEADERS, **response_headers(state, overhead_ms=state.overhead_ms(route.upstream_ms))}
+        response = web.StreamResponse(status=200, headers=headers)
+        try:
+            await response.prepare(request)
+            out = relay.process(first_raw, first_events)
+            state.first_byte()
+            if out:
+                await response.write(out)
+            async for chunk, events in stream:
+                out = relay.process(chunk, events)
+                if out:
+                    await response.write(out)
+            tail = relay.flush()
+            if tail:
+                await response.write(tail)
+            if not relay.assembler.done:
+                raise UpstreamError("the upstream ended the stream without finishing the message")
+        except UpstreamError as e:
+            # After the first byte there is no fallback: end the stream with a proper error event.
+            log.warning("stream from %s broke: %s", state.record.deployment, e.code)
+            state.fail(e, usage=_usage_so_far(relay, req))
+            try:
+                await response.write(relay.flush() + relay.error(dialect, req, e))
+            except (ConnectionError, RuntimeError):
+                pass
+            await stream.aclose()
+            return response
+        except (ConnectionError, asyncio.CancelledError, RuntimeError) as e:
+            # The client went away: stop the upstream (and its spending), keep what was used.
+            state.client_closed(_usage_so_far(relay, req))
+            await stream.aclose()
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return response
+        if relay.assembler.done:
+            core.cache_store(state, relay.assembler.response())
+        state.finish(relay.assembler.usage)
+        try:
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response
+
+
+async def answer_from_cache(request: web.Request, state: RequestState, dialect: ModuleType, req: ChatRequest,
+                            target: Target, cached: ChatResponse) -> web.StreamResponse:
+    state.cache_hit(cached)
+    headers = response_headers(state, overhead_ms=state.overhead_ms(0.0))
+    if not req.stream:
+        body = request.app[CORE].dumps(dialect.render_response(cached, req))
+        return web.Response(body=body, status=200, content_type="application/json", headers=headers)
+    encoder = dialect.StreamEncoder(req, state.response_id)
+    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    await response.prepare(request)
+    state.first_byte()
+    out = b"".join(encoder.encode(ev) for ev in events_from_response(cached, text_chunk=64)) + encoder.finish()
+    await response.write(out)
+    await response.write_eof()
+    return response
+
+
+def _usage_so_far(relay: StreamRelay, req: ChatRequest) -> Usage:
+    """What a stream cut short used: the upstream's own figures where it sent them, else an estimate
+    (flagged `estimated`) from the characters seen and the request size (4 characters a token)."""
+    usage = relay.assembler.usage
+    if usage.output_tokens == 0 and relay.assembler.output_chars:
+        usage.output_tokens = relay.assembler.output_chars // 4 + 1
+        usage.estimated = True
+    if usage.prompt_tokens == 0:
+        usage.input_tokens = max(1, len(request_size_hint(req)) // 4)
+        usage.estimated = True
+    return usage
+
+
+def request_size_hint(req: ChatRequest) -> bytes:
+    import orjson
+
+    return orjson.dumps(req.raw) if req.raw else b""
+
+
+__all__ = ["handle_chat", "RouteResult"]

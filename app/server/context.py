@@ -1,0 +1,135 @@
+"""Per-request state shared by the middlewares and handlers, and small request/response helpers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from app.canonical import ChatResponse, Usage
+from app.errors import BadRequest, PayloadTooLarge, TiergateError
+from app.router.router import RouteResult
+from app.usage import UsageRecord
+
+CORE: web.AppKey[Any] = web.AppKey("tiergate_core", object)
+
+
+class RequestState:
+    """Everything one request learns on its way through, ending as one `UsageRecord`."""
+
+    __slots__ = ("record", "t0", "agent", "response_id", "tier", "privacy", "deployment", "usage",
+                 "recorded", "_ttft")
+
+    def __init__(self, request_id: str, agent: Any, dialect_in: str):
+        self.t0 = time.perf_counter()
+        self.agent = agent
+        self.response_id = request_id
+        self.tier = ""
+        self.privacy = "any"
+        self.deployment: Any = None
+        self.usage: Usage | None = None
+        self.recorded = False
+        self._ttft: float | None = None
+        self.record = UsageRecord(
+            request_id=request_id, ts=time.time(), agent=getattr(agent, "name", "anonymous"), tier="",
+            requested_model="", deployment="", provider="", model="", dialect_in=dialect_in, status="ok")
+
+    def routed(self, route: RouteResult) -> None:
+        d = route.deployment
+        self.deployment = d
+        r = self.record
+        r.deployment = d.id
+        r.provider = d.provider
+        r.model = d.model
+        r.tier = d.tier
+        self.tier = d.tier
+        r.fallback_path = route.fallback_path
+
+    def first_byte(self) -> None:
+        self._ttft = (time.perf_counter() - self.t0) * 1000
+
+    def overhead_ms(self, upstream_ms: float) -> float:
+        """Time spent in Tiergate itself so far: elapsed minus the time waiting on upstreams."""
+        overhead = (time.perf_counter() - self.t0) * 1000 - upstream_ms
+        self.record.overhead_ms = round(max(overhead, 0.0), 3)
+        return self.record.overhead_ms
+
+    def finish(self, usage: Usage) -> None:
+        self.usage = usage
+
+    def fail(self, err: TiergateError, usage: Usage | None = None) -> None:
+        r = self.record
+        if r.status == "ok":
+            r.status = "refused" if err.status in (401, 403, 404, 413, 429) and not r.deployment else "error"
+        r.http_status = err.status
+        r.error = err.code
+        if usage is not None:
+            self.usage = usage
+
+    def client_closed(self, usage: Usage) -> None:
+        self.record.status = "client_closed"
+        self.record.http_status = 499
+        self.usage = usage
+
+    def cache_hit(self, resp: ChatResponse) -> None:
+        r = self.record
+        r.cache_hit = True
+        r.provider = "cache"
+        r.model = resp.model
+        r.deployment = "cache"
+        self.usage = resp.usage
+
+    def close(self) -> UsageRecord:
+        """Final figures; call once, when the response is complete."""
+        r = self.record
+        r.latency_ms = round((time.perf_counter() - self.t0) * 1000, 3)
+        r.ttft_ms = None if self._ttft is None else round(self._ttft, 3)
+        u = self.usage
+        if u is not None:
+            r.input_tokens = u.input_tokens
+            r.output_tokens = u.output_tokens
+            r.cache_read_tokens = u.cache_read_tokens
+            r.cache_write_tokens = u.cache_write_tokens
+            r.reasoning_tokens = u.reasoning_tokens
+        self.recorded = True
+        return r
+
+
+def new_request_id() -> str:
+    return "tg-" + uuid.uuid4().hex[:24]
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; 400 when it is not one, 413 when it is over the limit."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as e:
+        raise PayloadTooLarge(
+            f"The request body is larger than the limit of {request.app[CORE].config.server.max_body_bytes} bytes "
+            "(tiergate_settings.max_body_bytes).") from e
+    if not raw:
+        raise BadRequest("The request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"The request body is not valid JSON ({_json_reason(e)}).") from e
+    if not isinstance(body, dict):
+        raise BadRequest(f"The request body must be a JSON object, not {type(body).__name__}.")
+    return body
+
+
+def _json_reason(e: orjson.JSONDecodeError) -> str:
+    return f"{e.msg} at line {e.lineno} column {e.colno}"
+
+
+def response_headers(state: RequestState, *, overhead_ms: float) -> dict[str, str]:
+    return {
+        "x-request-id": state.response_id,
+        "x-tiergate-tier": state.tier,
+        "x-tiergate-deployment": state.record.deployment,
+        "x-tiergate-privacy": state.privacy,
+        "x-tiergate-overhead-ms": f"{overhead_ms:.3f}",
+    }

@@ -1,0 +1,65 @@
+"""Turning upstream stream chunks into what the client receives.
+
+One `StreamRelay` per streamed request. It always feeds the decoded canonical events to an assembler
+(usage, the cache, estimates for streams cut short), and produces the client's bytes: the upstream's own
+bytes when the dialects match (pass-through), else the client dialect's encoding of the events.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from app.assembly import ResponseAssembler
+from app.canonical import ChatRequest, Dialect, MessageEnd, StreamEvent
+from app.errors import TiergateError
+
+
+class StreamRelay:
+    __slots__ = ("assembler", "encoder", "passthrough", "_strip_usage", "_pending", "finished")
+
+    def __init__(self, dialect: ModuleType, req: ChatRequest, *, response_id: str, passthrough: bool):
+        self.assembler = ResponseAssembler()
+        self.passthrough = passthrough
+        self.encoder = None if passthrough else dialect.StreamEncoder(req, response_id)
+        # An OpenAI client that did not ask for usage must not get the usage chunk we asked for.
+        self._strip_usage = passthrough and req.dialect is Dialect.OPENAI_CHAT and not req.include_usage
+        self._pending = b""
+        self.finished = False
+
+    def process(self, chunk: bytes, events: list[StreamEvent]) -> bytes:
+        """Bytes to send to the client for one upstream chunk and its decoded events."""
+        add = self.assembler.add
+        for ev in events:
+            add(ev)
+        if self.passthrough:
+            return self._filter(chunk) if self._strip_usage else chunk
+        encode = self.encoder.encode  # type: ignore[union-attr]
+        out = b"".join([encode(ev) for ev in events]) if events else b""
+        if events and type(events[-1]) is MessageEnd and not self.finished:
+            self.finished = True
+            out += self.encoder.finish()  # type: ignore[union-attr]
+        return out
+
+    def error(self, dialect: ModuleType, req: ChatRequest, err: TiergateError) -> bytes:
+        """The in-stream error that ends a broken stream, in the client's dialect."""
+        encoder = self.encoder or dialect.StreamEncoder(req, "error")
+        return encoder.error(err)
+
+    def _filter(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        if b'"usage"' not in data:  # fast path: nothing to strip in this chunk
+            cut = data.rfind(b"\n\n")
+            if cut < 0:
+                self._pending = data
+                return b""
+            self._pending = data[cut + 2:]
+            return data[:cut + 2]
+        frames = data.split(b"\n\n")
+        self._pending = frames.pop()
+        kept = [f for f in frames if not (b'"choices":[]' in f.replace(b" ", b"") and b'"usage"' in f)]
+        return b"".join(f + b"\n\n" for f in kept)
+
+    def flush(self) -> bytes:
+        """Whatever the filter still holds at the end of the stream."""
+        out, self._pending = self._pending, b""
+        return out
