@@ -1,0 +1,254 @@
+"""`Tiergate`: the one object the CLI, the tray and the tests hold.
+
+It owns the config, the HTTP server, the router and its providers, the ledger, privacy, budgets, the cache
+and the Ollama manager; starts and stops them in one asyncio loop; and publishes everything worth watching on
+`bus` (see app.events). Front ends never reach inside: they call methods here and subscribe to events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Mapping
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from app import __version__
+from app.canonical import ChatRequest, ChatResponse
+from app.config.schema import Config, Deployment
+from app.errors import ConfigError, RateLimited, SecretError, TiergateError
+from app.events import ConfigReloaded, EventBus, PrivacyChanged, ServerStarted, ServerStopped
+from app.providers import Provider, create_provider
+from app.router.health import HealthTracker
+from app.router.router import Router
+from app.usage import UsageRecord
+
+log = logging.getLogger("tiergate")
+access_log = logging.getLogger("tiergate.request")
+
+
+class Tiergate:
+    version = __version__
+
+    def __init__(self, config: Config, *, data_dir: str | Path, bus: EventBus | None = None,
+                 secret_store: Any = None, keychain_lookup: Callable[[str], str | None] | None = None,
+                 env: Mapping[str, str] | None = None, access_log_enabled: bool = True,
+                 extra_middlewares: list[Any] | None = None):
+        import os
+
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = bus or EventBus()
+        self.env = os.environ if env is None else env
+        self.secret_store = secret_store
+        self.keychain_lookup = keychain_lookup or (secret_store.get if secret_store is not None else None)
+        self.access_log = access_log_enabled
+        self.extra_middlewares = extra_middlewares
+        self.started_at = time.time()
+        self.session: aiohttp.ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.host = config.server.host
+        self.port = config.server.port
+        self.health = HealthTracker(self.bus, allowed_fails=config.router.allowed_fails,
+                                    cooldown_time=config.router.cooldown_time)
+        self.router: Router = Router(config, {}, self.health)
+        self._streams = asyncio.Semaphore(config.server.max_concurrent_streams)
+        self._stream_limit = config.server.max_concurrent_streams
+        # Optional parts, attached by `_attach_parts` when their packages are present.
+        self.ledger: Any = None
+        self.pricing: Any = None
+        self.budgets: Any = None
+        self.cache: Any = None
+        self.privacy: Any = None
+        self.privacy_state: Any = None
+        self.agents: Any = None
+        self.ollama: Any = None
+        self._attach_parts()
+
+    # ------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_path(cls, path: str | Path | None = None, **kw: Any) -> "Tiergate":
+        from app import paths
+        from app.config import load_config
+        from app.config.defaults import write_default_config
+
+        path = Path(path) if path else paths.default_config_path()
+        config = load_config(path) if path.exists() else write_default_config(path)
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
+        kw.setdefault("data_dir", paths.data_dir())
+        return cls(config, **kw)
+
+    def _attach_parts(self) -> None:
+        from app.privacy.policy import PrivacyPolicy
+        from app.privacy.state import PrivacyState
+
+        self.privacy_state = PrivacyState(self.data_dir / "privacy.json", self.bus)
+        self.privacy = PrivacyPolicy.from_config(self.config)
+
+    def _build_providers(self, session: aiohttp.ClientSession) -> dict[str, Provider]:
+        from app.config.references import resolve_secret
+
+        providers: dict[str, Provider] = {}
+        for d in self.config.deployments:
+            try:
+                key = resolve_secret(d.api_key_ref, keychain=self.keychain_lookup, env=self.env)
+            except SecretError as e:
+                log.warning("deployment %s is unavailable: %s", d.id, e.message)
+                self.health.mark_unavailable(d.id, e.message)
+                continue
+            providers[d.id] = create_provider(d, session, api_key=key, timeout=self.config.router.timeout)
+        return providers
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> tuple[str, int]:
+        """Open the upstream session, start the parts and the HTTP server. Returns the bound host and port."""
+        from app.server.app import create_app
+
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                             json_serialize=lambda o: orjson.dumps(o).decode())
+        self.router = Router(self.config, self._build_providers(self.session), self.health)
+        if self.ledger is not None:
+            await self.ledger.start()
+        app = create_app(self, extra_middlewares=self.extra_middlewares)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=2.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, reuse_address=True)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        self.host, self.port = sock.getsockname()[:2]
+        self.bus.emit(ServerStarted(host=str(self.host), port=int(self.port)))
+        log.info("tiergate %s listening on http://%s:%d (%d tiers, %d deployments)", self.version, self.host,
+                 self.port, len(self.config.tiers), len(self.config.deployments))
+        return str(self.host), int(self.port)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        if self.ledger is not None:
+            await self.ledger.close()
+        self.bus.emit(ServerStopped())
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def reload_config(self, config: Config | None = None, *, path: str | Path | None = None) -> bool:
+        """Swap in a new config. A config that does not load keeps the last good one running."""
+        from app.config import load_config
+
+        source = str(path or self.config.path or "")
+        try:
+            new = config or load_config(source)
+        except ConfigError as e:
+            log.error("config reload failed, keeping the running config: %s", e.message)
+            self.bus.emit(ConfigReloaded(path=source, ok=False, error=e.message))
+            return False
+        self.config = new
+        self.health = HealthTracker(self.bus, allowed_fails=new.router.allowed_fails,
+                                    cooldown_time=new.router.cooldown_time)
+        self.privacy = type(self.privacy).from_config(new) if self.privacy is not None else None
+        if self.session is not None:
+            self.router = Router(new, self._build_providers(self.session), self.health)
+        self.bus.emit(ConfigReloaded(path=source, ok=True))
+        return True
+
+    # ----------------------------------------------------------------------------- server hooks
+    dumps = staticmethod(orjson.dumps)
+
+    @staticmethod
+    def dumps_str(obj: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    def decide_privacy(self, req: ChatRequest, agent: Any, headers: Mapping[str, str]) -> Any:
+        return self.privacy.decide(req, agent_policy=getattr(agent, "privacy", None), headers=headers,
+                                   global_on=self.privacy_state.enabled)
+
+    def privacy_allows(self, decision: Any) -> Callable[[Deployment], bool]:
+        policy = self.privacy
+        return lambda d: policy.allowed(decision, d)
+
+    def local_equivalent(self, tier: str) -> str | None:
+        return self.privacy.local_equivalent(tier)
+
+    def location_of(self, d: Deployment) -> str:
+        return self.privacy.location_of(d)
+
+    def privacy_mode(self) -> str:
+        return "on" if self.privacy_state.enabled else "off"
+
+    def set_privacy_mode(self, mode: str, *, source: str) -> None:
+        self.privacy_state.set(mode == "on", source=source)
+
+    @contextlib.asynccontextmanager
+    async def stream_slot(self) -> AsyncIterator[None]:
+        if self._streams.locked():
+            raise RateLimited(f"Too many concurrent streams (limit {self._stream_limit}, "
+                              "tiergate_settings.max_concurrent_streams); retry shortly.")
+        async with self._streams:
+            yield
+
+    def cache_lookup(self, state: Any, req: ChatRequest, tier: str, headers: Mapping[str, str],
+                     body: Mapping[str, Any]) -> ChatResponse | None:
+        return None
+
+    def cache_store(self, state: Any, resp: ChatResponse) -> None:
+        return None
+
+    def record(self, rec: UsageRecord) -> None:
+        """Price a finished request and hand it to the ledger (never blocks)."""
+        if rec.deployment and rec.deployment != "cache":
+            d = next((d for d in self.config.deployments if d.id == rec.deployment), None)
+            if d is not None:
+                rec.location = self.location_of(d)
+        if self.ledger is not None:
+            self.ledger.record(rec)
+        else:
+            from app.events import UsageRecorded
+
+            self.bus.emit(UsageRecorded(record=rec))
+
+    async def usage_summary(self, *, period: str, by: str) -> list[dict[str, Any]]:
+        if self.ledger is None:
+            return []
+        return await self.ledger.summary(period=period, by=by)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "listening": self.base_url,
+            "config": self.config.path,
+            "tiers": {t: [d.id for d in ds] for t, ds in self.config.tiers.items()},
+            "privacy": self.privacy_mode(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+    def log_request(self, request: web.Request, status: int, elapsed_ms: float, state: Any) -> None:
+        """One structured line per request: who, which tier and deployment, how long, how many tokens.
+        Never message content or keys."""
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        line: dict[str, Any] = {"method": request.method, "path": request.path, "status": status,
+                                "ms": round(elapsed_ms, 2)}
+        if state is not None:
+            r = state.record
+            line.update(id=r.request_id, agent=r.agent, model=r.requested_model, tier=r.tier,
+                        deployment=r.deployment, stream=r.stream, in_tokens=r.input_tokens,
+                        out_tokens=r.output_tokens, overhead_ms=r.overhead_ms, privacy=r.privacy,
+                        cache=r.cache_hit, error=r.error or None, fallbacks=r.fallback_path or None)
+        access_log.info(orjson.dumps(line).decode())
+
+
+__all__ = ["Tiergate", "TiergateError"]
