@@ -9,7 +9,9 @@ applies scripted faults, one per request, in order:
     fake.faults.append(Fault.reset_after_chunks(3))  # next stream sends 3 chunks, then drops the connection
     ...; fake.requests[-1].json; await fake.close()
 
-Subclasses add routes in `setup_routes` and render errors with `error_body`.
+Subclasses add routes in `setup_routes` and render errors with `error_body`; `response_headers` adds the
+dialect's per-response headers (request ids) to every answer, faults included. Set `record = False` to stop
+recording (benchmarks: the request list would otherwise grow without bound).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class FakeServer:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
+        self.record = True
         self.app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._middleware])
         self.setup_routes(self.app)
         self._runner: web.AppRunner | None = None
@@ -114,7 +117,21 @@ class FakeServer:
         """The dialect's error JSON for `status`."""
         raise NotImplementedError
 
+    def response_headers(self) -> dict[str, str]:
+        """Headers the real upstream sends on every response (e.g. a fresh request id)."""
+        return {}
+
+    def error_response(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        """The dialect's error response: `error_body` as JSON, `response_headers`, then `headers`."""
+        all_headers = self.response_headers()
+        if headers:
+            all_headers.update(headers)
+        return web.Response(body=orjson.dumps(self.error_body(status, message)), status=status,
+                            content_type="application/json", headers=all_headers)
+
     def take_fault(self, request: web.Request) -> Fault | None:
+        if not self.faults:
+            return None
         for i, fault in enumerate(self.faults):
             if fault.path is None or fault.path == request.path:
                 return self.faults.pop(i)
@@ -125,30 +142,59 @@ class FakeServer:
         return request.get("fault")
 
     @staticmethod
-    async def write_chunks(request: web.Request, response: web.StreamResponse, chunks: list[bytes]) -> None:
-        """Write `chunks`, honouring a reset_after_chunks fault: after N chunks the connection drops."""
+    async def write_chunks(request: web.Request, response: web.StreamResponse, chunks: list[bytes],
+                           *, delay: float = 0.0) -> None:
+        """Write `chunks`, honouring a reset_after_chunks fault: after N chunks the connection drops.
+
+        With no fault and no `delay` everything goes out in one write (fast path for benchmarks; clients must
+        cope with any chunking anyway). Otherwise one write per chunk, `delay` seconds apart."""
         fault: Fault | None = request.get("fault")
+        if fault is None and delay <= 0:
+            await response.write(b"".join(chunks))
+            return
         for n, chunk in enumerate(chunks):
             if fault is not None and fault.kind == "reset_after_chunks" and n >= fault.chunks:
                 assert request.transport is not None
                 request.transport.abort()
                 raise asyncio.CancelledError()
+            if delay > 0 and n:
+                await asyncio.sleep(delay)
             await response.write(chunk)
+
+    async def send_stream(self, request: web.Request, chunks: list[bytes], *, delay: float = 0.0,
+                          headers: dict[str, str] | None = None) -> web.StreamResponse:
+        """Answer 200 with a server-sent-events body made of `chunks` (see `write_chunks`)."""
+        all_headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        all_headers.update(self.response_headers())
+        if headers:
+            all_headers.update(headers)
+        response = web.StreamResponse(status=200, headers=all_headers)
+        await response.prepare(request)
+        await self.write_chunks(request, response, chunks, delay=delay)
+        await response.write_eof()
+        return response
+
+    def json_response(self, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+        """Answer 200 with pre-serialised JSON `body` and `response_headers`."""
+        all_headers = self.response_headers()
+        if headers:
+            all_headers.update(headers)
+        return web.Response(body=body, status=200, content_type="application/json", headers=all_headers)
 
     # ---------------------------------------------------------------------------------- middleware
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(
-            RecordedRequest(request.method, request.path, dict(request.query), dict(request.headers), body)
-        )
+        if self.record:
+            self.requests.append(
+                RecordedRequest(request.method, request.path, dict(request.query), dict(request.headers), body)
+            )
         fault = self.take_fault(request)
         if fault is not None:
             if fault.kind == "hang":
                 await asyncio.sleep(fault.seconds)
             elif fault.kind == "status":
-                return web.json_response(self.error_body(fault.status, fault.message), status=fault.status,
-                                         headers=fault.headers)
+                return self.error_response(fault.status, fault.message, fault.headers)
             elif fault.kind == "drop":
                 assert request.transport is not None
                 request.transport.abort()
