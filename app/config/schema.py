@@ -80,6 +80,8 @@ class Deployment:
     cache_creation_input_token_cost: float | None = None
     extra_params: dict[str, Any] = field(default_factory=dict)  # other litellm_params (temperature defaults…)
     line: int | None = None  # line of the model_list entry, for messages
+    mode: Literal["chat", "embedding"] = "chat"  # model_info.mode ("completion"/"responses" count as chat)
+    prefix: str = ""  # the LiteLLM provider prefix as written ("openrouter", "groq", "ollama_chat"…); "" if none
 
     @property
     def label(self) -> str:
@@ -121,6 +123,9 @@ class Config:
     sections: dict[str, Section] = field(default_factory=dict)  # tiergate_settings sections owned elsewhere
     path: str | None = None
     warnings: list[str] = field(default_factory=list)  # unknown keys, ignored rpm/tpm…, with file:line
+    # LiteLLM's top-level `environment_variables` (not applied to os.environ); os.environ/NAME references see them
+    # through app.config.references.config_environ(config)
+    environment_variables: dict[str, str] = field(default_factory=dict)
 
     @property
     def tiers(self) -> dict[str, list[Deployment]]:
