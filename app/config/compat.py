@@ -89,9 +89,6 @@ def deployment(doc: Doc, path: KeyPath, entry: Any, env: Mapping[str, str]) -> D
     if not isinstance(entry, dict):
         raise expected(doc, path, "a model entry (model_name: and litellm_params:)", entry)
     check_keys(doc, path, {k: v for k, v in entry.items() if k not in ("rpm", "tpm")}, ENTRY_USED)
-    for key in ("rpm", "tpm"):
-        if key in entry:
-            doc.warn(path + (key,), "ignored (Tiergate does not enforce per-deployment rate limits)")
     if "model_name" not in entry:
         raise doc.error(path, "missing model_name: the tier (or model name) clients ask for.")
     tier = text_value(doc, path + ("model_name",), entry["model_name"], "a tier name (text; quote numbers)")
@@ -99,6 +96,10 @@ def deployment(doc: Doc, path: KeyPath, entry: Any, env: Mapping[str, str]) -> D
     params = mapping(doc, pp, entry.get("litellm_params"))
     info = mapping(doc, path + ("model_info",), entry.get("model_info"))
     ip = path + ("model_info",)
+    for where, source in ((path, entry), (pp, params)):
+        for key in ("rpm", "tpm"):
+            if key in source:
+                doc.warn(where + (key,), "ignored (Tiergate does not enforce per-deployment rate limits)")
     if "model" not in params:
         raise doc.error(pp if "litellm_params" in entry else path,
                         "missing litellm_params.model, the upstream model such as ollama_chat/qwen3:8b.")
@@ -107,6 +108,10 @@ def deployment(doc: Doc, path: KeyPath, entry: Any, env: Mapping[str, str]) -> D
         doc.warn(ip + ("mode",), f"skipped: Tiergate serves chat and embedding models, not mode {show(mode)}.")
         return None
 
+    if isinstance(params["model"], str) and "*" in params["model"]:
+        doc.warn(pp + ("model",), "skipped: wildcard models are not supported; list each model you want to use "
+                                  "(tiergate_settings.model_aliases can map name patterns to tiers).")
+        return None
     prefix, provider, model = _provider(doc, pp, params)
     spec = PROVIDERS[prefix]
     base_path = pp + ("api_base" if "api_base" in params else "base_url",)
@@ -397,7 +402,7 @@ def environment_variables(doc: Doc, raw: Any) -> dict[str, str]:
     return out
 
 
-def includes(doc: Doc, raw: Any, warnings: list[str]) -> list[Doc]:
+def includes(doc: Doc, raw: Any) -> list[Doc]:
     """LiteLLM's `include: [other.yaml]`: files beside this one whose model_list entries are added."""
     if raw is None:
         return []
@@ -416,7 +421,7 @@ def includes(doc: Doc, raw: Any, warnings: list[str]) -> list[Doc]:
         except (OSError, UnicodeDecodeError) as e:
             reason = "does not exist" if isinstance(e, FileNotFoundError) else "cannot be read"
             raise doc.error(ipath, f"the included file {name!r} {reason}.") from None
-        inc = Doc(text, str(target), warnings)
+        inc = Doc(text, str(target), doc.warnings, doc.order, rank=i + 1)
         if inc.data is not None and not isinstance(inc.data, dict):
             raise ConfigError("expected `key: value` lines at the top level of an included file.", path=str(target))
         for key in inc.data or {}:

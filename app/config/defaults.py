@@ -91,7 +91,7 @@ def _local(tier: str) -> str:
     litellm_params:                # local (Ollama): stays on this machine, costs nothing
       model: ollama_chat/{LOCAL_MODELS[tier]}
       api_base: {DEFAULT_OLLAMA_BASE}
-      num_ctx: {LOCAL_CONTEXT[tier]:<19d}# context window in tokens; more needs more memory
+      num_ctx: {LOCAL_CONTEXT[tier]:<20d}# context window in tokens; more needs more memory
       keep_alive: 30m              # how long Ollama keeps the model loaded after a request
 """
 

@@ -36,11 +36,14 @@ MAX_DEPTH = 64
 class Doc:
     """One parsed file: its data, the line of every key and list item, and where warnings go."""
 
-    def __init__(self, text: str, path: str | None, warnings: list[str]):
+    def __init__(self, text: str, path: str | None, warnings: list[str], order: list[tuple[int, int]] | None = None,
+                 rank: int = 0):
         self.path = path
         self.label = path or "<config>"
         self.lines: dict[KeyPath, int] = {}
-        self.warnings = warnings
+        self.warnings = warnings  # shared by a config and its includes; sorted by file and line at the end
+        self.order = [] if order is None else order  # (file rank, line) of each warning
+        self.rank = rank
         self.data = self._compose(text)
 
     def line(self, path: KeyPath) -> int | None:
@@ -57,6 +60,7 @@ class Doc:
         line = self.line(path)
         where = f"{self.label}:{line}: " if line else f"{self.label}: "
         self.warnings.append(f"{where}{dotted(path)}: {message}" if path else where + message)
+        self.order.append((self.rank, line or 0))
 
     # -- YAML composed node by node, so every key's line is known
     def _compose(self, text: str) -> Any:
@@ -278,7 +282,7 @@ def parse_config(text: str, path: str | None = None, *, environ: Mapping[str, st
     if model_list is not None and not isinstance(model_list, list):
         raise expected(doc, ("model_list",), "a list of models (lines starting with `- model_name:`)", model_list)
     entries += [(doc, ("model_list", i), e) for i, e in enumerate(model_list or [])]
-    for inc_doc in compat.includes(doc, root.get("include"), warnings):
+    for inc_doc in compat.includes(doc, root.get("include")):
         inc_list = inc_doc.data.get("model_list") if isinstance(inc_doc.data, dict) else None
         if inc_list is not None and not isinstance(inc_list, list):
             raise expected(inc_doc, ("model_list",), "a list of models", inc_list)
@@ -298,8 +302,10 @@ def parse_config(text: str, path: str | None = None, *, environ: Mapping[str, st
     router = compat.router_settings(doc, root, deployments)
     server, aliases, concrete, sections = _tiergate(doc, root.get("tiergate_settings"), tiers)
     aliases = compat.model_group_alias(doc, root, tiers) | aliases
+    ranked = sorted(range(len(warnings)), key=lambda i: doc.order[i])  # stable: file order, then line
     return Config(deployments=deployments, router=router, server=server, model_aliases=aliases,
-                  allow_concrete_models=concrete, sections=sections, path=path, warnings=warnings,
+                  allow_concrete_models=concrete, sections=sections, path=path,
+                  warnings=[warnings[i] for i in ranked],
                   environment_variables=env_vars)
 
 
@@ -387,5 +393,7 @@ def _tiergate(doc: Doc, raw: Any, tiers: set[str]) -> tuple[ServerSettings, dict
     for name, value in data.items():
         if name in SERVER_KEYS or name in ("model_aliases", "allow_concrete_models"):
             continue
+        if name not in SECTION_KEYS and not isinstance(value, dict):
+            continue  # unknown and not a section: warned above
         sections[name] = Section(mapping(doc, p(name), value), p(name), doc.path, doc.lines)
     return s, aliases, concrete, sections
