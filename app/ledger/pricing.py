@@ -31,7 +31,8 @@ Special cases:
 - `saved`: what the same tokens would have cost on the tier's cloud model. The "tier's cloud model" is the
   first deployment of the same tier (in file order) that is not local and has a known price; if there is
   none, the first such deployment of the tier's fallback tiers (router_settings.fallbacks, in order).
-  With no cloud equivalent, saved is 0.0; with one whose price is unknown, None.
+  Deployments whose price is unknown are skipped. With no priced cloud equivalent, saved is 0.0 (None only
+  when the equivalent's rates cannot price these tokens, e.g. an override without an output price).
 """
 
 from __future__ import annotations
