@@ -98,7 +98,7 @@ class Tiergate:
         providers: dict[str, Provider] = {}
         for d in self.config.deployments:
             try:
-                key = resolve_secret(d.api_key_ref, keychain=self.keychain_lookup, env=self.env)
+                key = resolve_secret(d.api_key_ref, keychain=self.keychain_lookup, environ=self.env)
             except SecretError as e:
                 log.warning("deployment %s is unavailable: %s", d.id, e.message)
                 self.health.mark_unavailable(d.id, e.message)

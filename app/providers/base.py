@@ -58,6 +58,9 @@ class UpstreamStream:
     def __aiter__(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
         return self._it
 
+    def __anext__(self) -> Any:
+        return self._it.__anext__()
+
     async def _chunks(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
         dep = self.deployment
         try:
