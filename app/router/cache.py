@@ -28,9 +28,13 @@ Config (`tiergate_settings.cache`): enabled (true), ttl (seconds or "10m"/"2h"; 
 (10000), max_bytes (bytes or "200MB"; 200 MB), memory_entries (512: decoded-ready bodies kept in RAM),
 only_deterministic (false).
 
+Streams: a hit on a streaming request is replayed with `app.assembly.events_from_response` (a proper
+canonical stream the dialect encoder turns into SSE); a streamed answer is stored once
+`app.assembly.ResponseAssembler` has seen its MessageEnd. Both copies of an exchange share one entry.
+
 Speed: the key index lives in memory, so a miss costs no I/O; a hit on one of the `memory_entries` most
-recently used answers costs a dictionary lookup and a decode (microseconds); older hits read one row in
-the cache's worker thread. Writes and deletions go to that thread and are never awaited on the request
+recently used answers costs a dictionary lookup and a decode (microseconds), and `lookup()` serves it
+without awaiting; older hits (`await get()`) read one row in the cache's worker thread. Writes and deletions go to that thread and are never awaited on the request
 path. Eviction is least-recently-used within a process; after a restart, the oldest-created first.
 """
 
@@ -51,10 +55,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from app.canonical import (
-    BlockStart, BlockStop, ChatRequest, ChatResponse, MessageEnd, MessageStart, StopReason, StreamEvent,
-    TextDelta, TextPart, ThinkingDelta, ThinkingPart, ToolArgsDelta, ToolCallPart, Usage,
-)
+from app.canonical import ChatRequest, ChatResponse, StopReason, TextPart, ThinkingPart, ToolCallPart, Usage
 from app.config.schema import Section
 
 log = logging.getLogger(__name__)
@@ -218,71 +219,6 @@ def decode_response(body: bytes) -> ChatResponse:
                         d["created"])
 
 
-def replay_events(resp: ChatResponse) -> list[StreamEvent]:
-    """A cached answer as the canonical stream a live upstream would have produced."""
-    u = resp.usage
-    events: list[StreamEvent] = [MessageStart(resp.id, resp.model, Usage(
-        input_tokens=u.input_tokens, cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens))]
-    for i, part in enumerate(resp.parts):
-        if isinstance(part, ToolCallPart):
-            events.append(BlockStart(i, "tool_call", part.id, part.name))
-            if part.arguments:
-                events.append(ToolArgsDelta(i, part.arguments))
-        elif isinstance(part, ThinkingPart):
-            events.append(BlockStart(i, "thinking"))
-            if part.text or part.signature:
-                events.append(ThinkingDelta(i, part.text, part.signature))
-        else:
-            events.append(BlockStart(i, "text"))
-            if getattr(part, "text", ""):
-                events.append(TextDelta(i, part.text))
-        events.append(BlockStop(i))
-    events.append(MessageEnd(resp.stop_reason, dataclasses.replace(u)))
-    return events
-
-
-class ResponseAssembler:
-    """Builds the ChatResponse a stream amounts to (to cache a streamed answer). Feed every event."""
-
-    def __init__(self) -> None:
-        self._id = self._model = ""
-        self._blocks: dict[int, tuple[str, list[str], dict[str, Any]]] = {}
-        self._usage = Usage()
-        self._stop: StopReason | None = None
-
-    def feed(self, ev: StreamEvent) -> None:
-        if isinstance(ev, MessageStart):
-            self._id, self._model = ev.id, ev.model
-            self._usage.merge(ev.usage)
-        elif isinstance(ev, BlockStart):
-            self._blocks[ev.index] = (ev.kind, [], {"id": ev.tool_call_id, "name": ev.tool_name})
-        elif isinstance(ev, (TextDelta, ThinkingDelta)) and ev.index in self._blocks:
-            self._blocks[ev.index][1].append(ev.text)
-            if isinstance(ev, ThinkingDelta) and ev.signature:
-                self._blocks[ev.index][2]["signature"] = ev.signature
-        elif isinstance(ev, ToolArgsDelta) and ev.index in self._blocks:
-            self._blocks[ev.index][1].append(ev.partial_json)
-        elif isinstance(ev, MessageEnd):
-            self._stop = ev.stop_reason
-            self._usage.merge(ev.usage)
-
-    def result(self, created: int = 0) -> ChatResponse | None:
-        """The whole answer, or None when the stream did not end properly."""
-        if self._stop is None:
-            return None
-        parts: list[Any] = []
-        for i in sorted(self._blocks):
-            kind, chunks, meta = self._blocks[i]
-            text = "".join(chunks)
-            if kind == "tool_call":
-                parts.append(ToolCallPart(meta["id"] or "", meta["name"] or "", text))
-            elif kind == "thinking":
-                parts.append(ThinkingPart(text, meta.get("signature")))
-            else:
-                parts.append(TextPart(text))
-        return ChatResponse(self._id, self._model, parts, self._stop, self._usage, created or int(time.time()))
-
-
 # --------------------------------------------------------------------------------------------- cache
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
@@ -304,7 +240,8 @@ class _Meta:
 
 
 class ResponseCache:
-    """`key()` per request, `await get()` before routing, `await put()` after a complete answer."""
+    """`key()` per request; `lookup()` (sync, memory) or `await get()` (memory, then disk) before routing;
+    `store()` / `await put()` after a complete answer."""
 
     def __init__(self, db_path: str | Path | None, settings: CacheSettings | None = None) -> None:
         self.db_path = Path(db_path) if db_path is not None else None
@@ -362,11 +299,37 @@ class ResponseCache:
         self._executor = None
 
     # ------------------------------------------------------------------------------ get and put
+    def lookup(self, key: str, *, max_age: float | None = None) -> CacheEntry | None:
+        """A hit from memory, without awaiting (None also when the answer is only on disk: use `get`)."""
+        meta = self._live_meta(key, max_age)
+        if meta is None:
+            return None
+        body = self._bodies.get(key)
+        if body is None:
+            self.misses += 1
+            return None
+        return self._hit(key, meta, body)
+
     async def get(self, key: str, *, max_age: float | None = None) -> ChatResponse | None:
         entry = await self.get_entry(key, max_age=max_age)
         return entry.response if entry is not None else None
 
     async def get_entry(self, key: str, *, max_age: float | None = None) -> CacheEntry | None:
+        """A hit from memory, or from disk through the cache's thread."""
+        meta = self._live_meta(key, max_age)
+        if meta is None:
+            return None
+        body = self._bodies.get(key)
+        if body is None:
+            body = await self._run(_read_body, self._conn, key) if self._conn is not None else None
+            if body is None or self._index.get(key) is not meta:
+                if body is None:
+                    self._drop(key)
+                self.misses += 1
+                return None
+        return self._hit(key, meta, body)
+
+    def _live_meta(self, key: str, max_age: float | None) -> _Meta | None:
         meta = self._index.get(key)
         now = time.time()
         if meta is None or meta.expires <= now or (max_age is not None and now - meta.created > max_age):
@@ -374,21 +337,9 @@ class ResponseCache:
                 self._drop(key)
             self.misses += 1
             return None
-        body = self._bodies.get(key)
-        if body is None:
-            if self._conn is None:
-                self._drop(key)
-                self.misses += 1
-                return None
-            body = await self._run(_read_body, self._conn, key)
-            if body is None or key not in self._index:
-                self._index.pop(key, None)
-                self.misses += 1
-                return None
-            self._remember(key, body)
-        else:
-            self._bodies.move_to_end(key)
-        self._index.move_to_end(key)
+        return meta
+
+    def _hit(self, key: str, meta: _Meta, body: bytes) -> CacheEntry | None:
         try:
             resp = decode_response(body)
         except (ValueError, KeyError, TypeError):
@@ -396,13 +347,20 @@ class ResponseCache:
             self._drop(key)
             self.misses += 1
             return None
+        self._remember(key, body)
+        self._index.move_to_end(key)
         self.hits += 1
         return CacheEntry(resp, meta.deployment, meta.created)
 
     async def put(self, key: str, resp: ChatResponse, *, agent: str = "", tier: str = "", deployment: str = "",
                   ttl: float | None = None) -> bool:
-        """Store a complete answer (returns False when it is not cacheable). The disk write happens later,
-        in the cache's thread."""
+        """`store`, for callers that prefer to await."""
+        return self.store(key, resp, agent=agent, tier=tier, deployment=deployment, ttl=ttl)
+
+    def store(self, key: str, resp: ChatResponse, *, agent: str = "", tier: str = "", deployment: str = "",
+              ttl: float | None = None) -> bool:
+        """Keep a complete answer (False when it is not cacheable). Returns at once: the disk write happens
+        later in the cache's thread."""
         if resp.stop_reason not in CACHEABLE_STOPS or not resp.parts:
             return False
         body = encode_response(resp)
