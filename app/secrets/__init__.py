@@ -1,6 +1,7 @@
 """Secrets: the OS keychain (the only code that touches `keyring`) and redaction of secret values."""
 
-from app.secrets.redact import install_log_redaction, redact, register_secret, scrub_for_client
+# `app.secrets.redact` stays the module (the function is `app.secrets.redact.redact`).
+from app.secrets.redact import install_log_redaction, register_secret, scrub_for_client
 from app.secrets.store import (
     SERVICE,
     InvalidKeyName,
@@ -18,7 +19,6 @@ __all__ = [
     "KeychainUnavailable",
     "SecretStore",
     "install_log_redaction",
-    "redact",
     "register_secret",
     "scrub_for_client",
 ]

@@ -88,7 +88,7 @@ class KeychainUnavailable(SecretError):
     title = "No keychain available"
 
     def __init__(self, name: str | None, reason: str):
-        what = f" to read the key '{name}'" if name else ""
+        what = f" for the key '{name}'" if name else ""
         ref = f"os.environ/{name}" if name else "os.environ/NAME"
         super().__init__(
             f"No usable system keychain was found{what} ({reason}). On Linux, run a Secret Service such as "
@@ -124,17 +124,17 @@ class SecretStore:
         self._lock = threading.Lock()  # index read-modify-write
 
     # ---------------------------------------------------------------------------------- backend
-    def backend(self) -> Any:
-        """The keyring backend in use (found on first call). Raises KeychainUnavailable."""
-        if self._backend is not None:
-            return self._backend
-        try:
-            import keyring
+    def backend(self, name: str | None = None) -> Any:
+        """The keyring backend in use (found on first call). Raises KeychainUnavailable, naming `name`."""
+        backend = self._backend
+        if backend is None:
+            try:
+                import keyring
 
-            backend = keyring.get_keyring()
-        except Exception as exc:  # keyring's own init errors, broken config files
-            raise KeychainUnavailable(None, f"keyring could not start: {type(exc).__name__}") from exc
-        self._check_backend(backend, None)
+                backend = keyring.get_keyring()
+            except Exception as exc:  # keyring's own init errors, broken config files
+                raise KeychainUnavailable(name, f"keyring could not start: {type(exc).__name__}") from exc
+        self._check_backend(backend, name)
         return backend
 
     def backend_name(self) -> str:
@@ -158,7 +158,7 @@ class SecretStore:
 
     def _call(self, name: str | None, fn: Callable[[Any], T]) -> T:
         """Run `fn(backend)`, turning keyring's and the backend's exceptions into our errors."""
-        backend = self.backend()
+        backend = self.backend(name)
         try:
             return fn(backend)
         except SecretError:
