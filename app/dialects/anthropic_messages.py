@@ -56,6 +56,7 @@ ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "bill
                 "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
                 "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529}
 DEFAULT_PARAMS = ("temperature", "top_p", "top_k")  # deployment.extra_params used when the request has none
+_SAMPLING = {"temperature", "top_p"}  # recent models refuse both at once: one is sent at most
 _THINKING_MODEL = re.compile(r"claude-(?:3-7|(?:opus|sonnet|haiku)-[4-9]|[4-9])")
 _TOOL_ID_OK = re.compile(r"[A-Za-z0-9_-]+")
 _TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
@@ -380,7 +381,7 @@ def build_request(req: ChatRequest, deployment: Deployment, *, stream: bool) -> 
     elif req.top_p is not None:  # recent models refuse temperature and top_p together
         out["top_p"] = req.top_p
     for key in DEFAULT_PARAMS:
-        if key not in out and key in extra and not (key == "top_p" and "temperature" in out):
+        if key not in out and key in extra and not (key in ("top_p", "temperature") and _SAMPLING & out.keys()):
             out[key] = extra[key]
     if req.user:
         out["metadata"] = {"user_id": req.user}
