@@ -8,25 +8,24 @@ and the Ollama manager; starts and stops them in one asyncio loop; and publishes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 from app import __version__
-from app.canonical import ChatRequest, ChatResponse
+from app.canonical import ChatRequest, ChatResponse, Usage
 from app.config.schema import Config, Deployment
-from app.errors import ConfigError, RateLimited, SecretError, TiergateError
+from app.errors import ConfigError, SecretError, TiergateError
+from app.secrets.redact import register_secrets
 from app.events import ConfigReloaded, EventBus, PrivacyChanged, ServerStarted, ServerStopped
 from app.providers import Provider, create_provider
 from app.router.health import HealthTracker
 from app.router.router import Router
-from app.usage import UsageRecord
 
 log = logging.getLogger("tiergate")
 access_log = logging.getLogger("tiergate.request")
@@ -58,18 +57,20 @@ class Tiergate:
         self.health = HealthTracker(self.bus, allowed_fails=config.router.allowed_fails,
                                     cooldown_time=config.router.cooldown_time)
         self.router: Router = Router(config, {}, self.health)
-        self._streams = asyncio.Semaphore(config.server.max_concurrent_streams)
-        self._stream_limit = config.server.max_concurrent_streams
-        # Optional parts, attached by `_attach_parts` when their packages are present.
-        self.ledger: Any = None
-        self.pricing: Any = None
-        self.budgets: Any = None
+        from app.ledger.store import Ledger
+        from app.privacy.state import PrivacyState
+        from app.router.cache import ResponseCache
+
+        # Parts that keep state across config reloads…
+        self.privacy_state = PrivacyState(self.data_dir / "privacy.json", self.bus)
+        self.ledger = Ledger(self.data_dir / "usage.sqlite3", self.bus)
         self.cache: Any = None
-        self.privacy: Any = None
-        self.privacy_state: Any = None
         self.agents: Any = None
         self.ollama: Any = None
+        self._budget_unsubscribe: Callable[[], None] | None = None
+        # …and parts rebuilt from each config.
         self._attach_parts()
+        self.cache = ResponseCache(self.data_dir / "cache.sqlite3", self.cache_settings)
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -86,16 +87,35 @@ class Tiergate:
         return cls(config, **kw)
 
     def _attach_parts(self) -> None:
+        """Build every part from the config (also on reload). Section errors raise ConfigError."""
+        from app.agents import AgentRegistry, default_agents_path, parse_agent_policies
+        from app.ledger.budgets import Budgets, BudgetSettings
+        from app.ledger.pricing import Pricing
         from app.privacy.policy import PrivacyPolicy
-        from app.privacy.state import PrivacyState
+        from app.router.cache import CacheSettings
 
-        self.privacy_state = PrivacyState(self.data_dir / "privacy.json", self.bus)
-        self.privacy = PrivacyPolicy.from_config(self.config)
+        cfg = self.config
+        self.privacy = PrivacyPolicy.from_config(cfg, state=self.privacy_state)
+        policies = parse_agent_policies(cfg.section("agents"))
+        if self.agents is None:
+            self.agents = AgentRegistry(default_agents_path(self.data_dir), policies=policies)
+        else:
+            self.agents.set_policies(policies)
+        self.pricing = Pricing(cfg)
+        if self._budget_unsubscribe is not None:
+            self._budget_unsubscribe()
+        self.budgets = Budgets(BudgetSettings.from_section(cfg.section("budgets"), tiers=cfg.tiers), self.bus)
+        self._budget_unsubscribe = self.budgets.attach(self.bus)
+        self.cache_settings = CacheSettings.from_section(cfg.section("cache"))
+        if self.cache is not None:
+            self.cache.settings = self.cache_settings
+        self._deployments = {d.id: d for d in cfg.deployments}
 
     def _build_providers(self, session: aiohttp.ClientSession) -> dict[str, Provider]:
         from app.config.references import resolve_secret
 
         providers: dict[str, Provider] = {}
+        self._provider_keys: list[str] = []
         for d in self.config.deployments:
             try:
                 key = resolve_secret(d.api_key_ref, keychain=self.keychain_lookup, environ=self.env)
@@ -103,6 +123,8 @@ class Tiergate:
                 log.warning("deployment %s is unavailable: %s", d.id, e.message)
                 self.health.mark_unavailable(d.id, e.message)
                 continue
+            if key:
+                self._provider_keys.append(key)
             providers[d.id] = create_provider(d, session, api_key=key, timeout=self.config.router.timeout)
         return providers
 
@@ -115,9 +137,17 @@ class Tiergate:
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                              json_serialize=lambda o: orjson.dumps(o).decode())
         self.router = Router(self.config, self._build_providers(self.session), self.health)
-        if self.ledger is not None:
-            await self.ledger.start()
-        app = create_app(self, extra_middlewares=self.extra_middlewares)
+        from app.server.security import cors_response_headers, security_middlewares
+
+        await self.ledger.start()
+        await self.budgets.seed(self.ledger)
+        await self.cache.start()
+        if self.secret_store is not None:
+            register_secrets(self._provider_keys)
+        middlewares = security_middlewares(self.config.server, self.agents, self.secret_store,
+                                           public_paths=("/health",))
+        app = create_app(self, extra_middlewares=[*middlewares, *(self.extra_middlewares or [])])
+        app.on_response_prepare.append(cors_response_headers)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                     shutdown_timeout=2.0)
         await self.runner.setup()
@@ -137,8 +167,8 @@ class Tiergate:
         if self.session is not None:
             await self.session.close()
             self.session = None
-        if self.ledger is not None:
-            await self.ledger.close()
+        await self.cache.close()
+        await self.ledger.close()
         self.bus.emit(ServerStopped())
 
     @property
@@ -156,10 +186,18 @@ class Tiergate:
             log.error("config reload failed, keeping the running config: %s", e.message)
             self.bus.emit(ConfigReloaded(path=source, ok=False, error=e.message))
             return False
+        old = self.config
         self.config = new
+        try:
+            self._attach_parts()
+        except ConfigError as e:
+            self.config = old
+            self._attach_parts()
+            log.error("config reload failed, keeping the running config: %s", e.message)
+            self.bus.emit(ConfigReloaded(path=source, ok=False, error=e.message))
+            return False
         self.health = HealthTracker(self.bus, allowed_fails=new.router.allowed_fails,
                                     cooldown_time=new.router.cooldown_time)
-        self.privacy = type(self.privacy).from_config(new) if self.privacy is not None else None
         if self.session is not None:
             self.router = Router(new, self._build_providers(self.session), self.health)
         self.bus.emit(ConfigReloaded(path=source, ok=True))
@@ -173,8 +211,7 @@ class Tiergate:
         return orjson.dumps(obj).decode()
 
     def decide_privacy(self, req: ChatRequest, agent: Any, headers: Mapping[str, str]) -> Any:
-        return self.privacy.decide(req, agent_policy=getattr(agent, "privacy", None), headers=headers,
-                                   global_on=self.privacy_state.enabled)
+        return self.privacy.decide(req, agent_policy=getattr(agent, "privacy", None), headers=headers)
 
     def privacy_allows(self, decision: Any) -> Callable[[Deployment], bool]:
         policy = self.privacy
@@ -192,38 +229,51 @@ class Tiergate:
     def set_privacy_mode(self, mode: str, *, source: str) -> None:
         self.privacy_state.set(mode == "on", source=source)
 
-    @contextlib.asynccontextmanager
-    async def stream_slot(self) -> AsyncIterator[None]:
-        if self._streams.locked():
-            raise RateLimited(f"Too many concurrent streams (limit {self._stream_limit}, "
-                              "tiergate_settings.max_concurrent_streams); retry shortly.")
-        async with self._streams:
-            yield
+    async def cache_lookup(self, state: Any, req: ChatRequest, tier: str, headers: Mapping[str, str],
+                           body: Mapping[str, Any]) -> ChatResponse | None:
+        """A cached answer for this agent's identical request, or None (and remember how to store it)."""
+        from app.router.cache import CacheControl
 
-    def cache_lookup(self, state: Any, req: ChatRequest, tier: str, headers: Mapping[str, str],
-                     body: Mapping[str, Any]) -> ChatResponse | None:
-        return None
+        control = CacheControl.from_request(headers, body)
+        if not (control.read or control.write):
+            return None
+        key = self.cache.key(req, tier, state.record.agent)
+        if key is None:
+            return None
+        if control.write:
+            state.cache_key = key
+            state.cache_ttl = control.ttl
+        if not control.read:
+            return None
+        entry = self.cache.lookup(key, max_age=control.max_age) or \
+            await self.cache.get_entry(key, max_age=control.max_age)
+        if entry is None:
+            return None
+        state.deployment = self._deployments.get(entry.deployment)
+        state.cache_key = None
+        return entry.response
 
     def cache_store(self, state: Any, resp: ChatResponse) -> None:
-        return None
+        if state.cache_key is not None and state.record.status == "ok":
+            self.cache.store(state.cache_key, resp, agent=state.record.agent, tier=state.tier,
+                             deployment=state.record.deployment, ttl=state.cache_ttl)
 
-    def record(self, rec: UsageRecord) -> None:
-        """Price a finished request and hand it to the ledger (never blocks)."""
-        if rec.deployment and rec.deployment != "cache":
-            d = next((d for d in self.config.deployments if d.id == rec.deployment), None)
-            if d is not None:
-                rec.location = self.location_of(d)
-        if self.ledger is not None:
-            self.ledger.record(rec)
-        else:
-            from app.events import UsageRecorded
-
-            self.bus.emit(UsageRecorded(record=rec))
+    def finish_request(self, state: Any) -> None:
+        """Price a finished request and hand its record to the ledger (never blocks)."""
+        rec = state.close()
+        d = state.deployment
+        if d is not None and not rec.cache_hit:
+            rec.location = self.location_of(d)
+        try:
+            self.pricing.fill(rec, d, state.usage or Usage())
+        except Exception:  # pricing must never lose a record
+            log.exception("pricing failed for %s; recorded with unknown cost", rec.request_id)
+            rec.cost, rec.price_known = None, False
+        self.ledger.record(rec)
 
     async def usage_summary(self, *, period: str, by: str) -> list[dict[str, Any]]:
-        if self.ledger is None:
-            return []
-        return await self.ledger.summary(period=period, by=by)
+        rows = await self.ledger.summary(period, by)
+        return [r.to_dict() for r in rows]
 
     def status(self) -> dict[str, Any]:
         return {

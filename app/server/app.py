@@ -71,7 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if state.record.status == "ok" and status >= 400:
                 state.record.status = "error"
                 state.record.http_status = status
-            core.record(state.close())
+            core.finish_request(state)
         if core.access_log:
             core.log_request(request, status, (time.perf_counter() - started) * 1000, state)
 

@@ -38,7 +38,7 @@ async def handle_chat(request: web.Request, dialect: ModuleType) -> web.StreamRe
     state.record.stream = req.stream
     try:
         target, plan, decision = prepare(core, state, req, request)
-        cached = core.cache_lookup(state, req, target.tier, request.headers, body) if core.cache else None
+        cached = await core.cache_lookup(state, req, target.tier, request.headers, body)
         if cached is not None:
             return await answer_from_cache(request, state, dialect, req, target, cached)
         if req.stream:
@@ -101,52 +101,51 @@ async def answer(request: web.Request, state: RequestState, dialect: ModuleType,
 async def answer_stream(request: web.Request, state: RequestState, dialect: ModuleType, req: ChatRequest,
                         target: Target, plan: list) -> web.StreamResponse:
     core = request.app[CORE]
-    async with core.stream_slot():
-        stream, first_events, first_raw, route = await core.router.open_stream(req, plan)
-        state.routed(route)
-        relay = StreamRelay(dialect, req, response_id=state.response_id, passthrough=stream.passthrough)
-        headers = {**SSE_HEADERS, **response_headers(state, overhead_ms=state.overhead_ms(route.upstream_ms))}
-        response = web.StreamResponse(status=200, headers=headers)
-        try:
-            await response.prepare(request)
-            out = relay.process(first_raw, first_events)
-            state.first_byte()
+    stream, first_events, first_raw, route = await core.router.open_stream(req, plan)
+    state.routed(route)
+    relay = StreamRelay(dialect, req, response_id=state.response_id, passthrough=stream.passthrough)
+    headers = {**SSE_HEADERS, **response_headers(state, overhead_ms=state.overhead_ms(route.upstream_ms))}
+    response = web.StreamResponse(status=200, headers=headers)
+    try:
+        await response.prepare(request)
+        out = relay.process(first_raw, first_events)
+        state.first_byte()
+        if out:
+            await response.write(out)
+        async for chunk, events in stream:
+            out = relay.process(chunk, events)
             if out:
                 await response.write(out)
-            async for chunk, events in stream:
-                out = relay.process(chunk, events)
-                if out:
-                    await response.write(out)
-            tail = relay.flush()
-            if tail:
-                await response.write(tail)
-            if not relay.assembler.done:
-                raise UpstreamError("the upstream ended the stream without finishing the message")
-        except UpstreamError as e:
-            # After the first byte there is no fallback: end the stream with a proper error event.
-            log.warning("stream from %s broke: %s", state.record.deployment, e.code)
-            state.fail(e, usage=_usage_so_far(relay, req))
-            try:
-                await response.write(relay.flush() + relay.error(dialect, req, e))
-            except (ConnectionError, RuntimeError):
-                pass
-            await stream.aclose()
-            return response
-        except (ConnectionError, asyncio.CancelledError, RuntimeError) as e:
-            # The client went away: stop the upstream (and its spending), keep what was used.
-            state.client_closed(_usage_so_far(relay, req))
-            await stream.aclose()
-            if isinstance(e, asyncio.CancelledError):
-                raise
-            return response
-        if relay.assembler.done:
-            core.cache_store(state, relay.assembler.response())
-        state.finish(relay.assembler.usage)
+        tail = relay.flush()
+        if tail:
+            await response.write(tail)
+        if not relay.assembler.done:
+            raise UpstreamError("the upstream ended the stream without finishing the message")
+    except UpstreamError as e:
+        # After the first byte there is no fallback: end the stream with a proper error event.
+        log.warning("stream from %s broke: %s", state.record.deployment, e.code)
+        state.fail(e, usage=_usage_so_far(relay, req))
         try:
-            await response.write_eof()
-        except ConnectionError:
+            await response.write(relay.flush() + relay.error(dialect, req, e))
+        except (ConnectionError, RuntimeError):
             pass
+        await stream.aclose()
         return response
+    except (ConnectionError, asyncio.CancelledError, RuntimeError) as e:
+        # The client went away: stop the upstream (and its spending), keep what was used.
+        state.client_closed(_usage_so_far(relay, req))
+        await stream.aclose()
+        if isinstance(e, asyncio.CancelledError):
+            raise
+        return response
+    if relay.assembler.done:
+        core.cache_store(state, relay.assembler.response())
+    state.finish(relay.assembler.usage)
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        pass
+    return response
 
 
 async def answer_from_cache(request: web.Request, state: RequestState, dialect: ModuleType, req: ChatRequest,

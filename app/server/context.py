@@ -21,7 +21,7 @@ class RequestState:
     """Everything one request learns on its way through, ending as one `UsageRecord`."""
 
     __slots__ = ("record", "t0", "agent", "response_id", "tier", "privacy", "deployment", "usage",
-                 "recorded", "_ttft")
+                 "recorded", "cache_key", "cache_ttl", "_ttft")
 
     def __init__(self, request_id: str, agent: Any, dialect_in: str):
         self.t0 = time.perf_counter()
@@ -32,6 +32,8 @@ class RequestState:
         self.deployment: Any = None
         self.usage: Usage | None = None
         self.recorded = False
+        self.cache_key: str | None = None  # set when the answer may be stored in the cache
+        self.cache_ttl: float | None = None
         self._ttft: float | None = None
         self.record = UsageRecord(
             request_id=request_id, ts=time.time(), agent=getattr(agent, "name", "anonymous"), tier="",
