@@ -66,7 +66,7 @@ CACHEABLE_STOPS = frozenset({StopReason.END_TURN, StopReason.TOOL_USE, StopReaso
 # Body fields outside the canonical model that change the answer (kept in `ChatRequest.raw`).
 EXTRA_KEY_FIELDS = ("top_k", "n", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
                     "top_logprobs", "repetition_penalty", "min_p", "verbosity", "modalities", "prediction",
-                    "web_search_options", "max_completion_tokens", "stop_sequences", "truncation")
+                    "web_search_options", "truncation")
 
 
 # ------------------------------------------------------------------------------------------ settings
