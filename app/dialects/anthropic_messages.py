@@ -37,7 +37,7 @@ from app.canonical import (
 )
 from app.config.schema import Deployment
 from app.dialects.openai_chat import (
-    clamp_max_tokens, document_text, opt_dict, opt_int, opt_num, opt_str, split_data_url, status_message,
+    clamp_max_tokens, document_text, opt_dict, opt_int, opt_num, split_data_url, status_message,
     upstream_error,
 )
 from app.dialects.sse import SSEParser, sse
@@ -190,7 +190,7 @@ def _result_in(content: Any, where: str) -> list[TextPart | ImagePart]:
     if not isinstance(content, list):
         raise BadRequest(f"{where}.content must be a string or a list of content blocks")
     out: list[TextPart | ImagePart] = []
-    for k, p in enumerate(_blocks_in(content, where)):
+    for p in _blocks_in(content, where):
         if isinstance(p, (TextPart, ImagePart)):
             out.append(p)
         elif isinstance(p, DocumentPart):
