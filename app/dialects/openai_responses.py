@@ -1025,6 +1025,10 @@ class StreamDecoder:
                     out.append(ToolArgsDelta(index, item["arguments"]))
                 self._stop((oi, -1), out)
             elif kind == "reasoning":
+                if _is_own_reasoning(item):  # another Tiergate upstream: keep the thinking signature
+                    part = _unseal(item)
+                    if part is not None and part.signature:
+                        out.append(ThinkingDelta(self._block((oi, -2), "thinking", out), "", part.signature))
                 self._stop((oi, -2), out)
             elif kind == "message":
                 for key in [k for k in self.open if k[0] == oi]:
