@@ -205,7 +205,7 @@ def _api_base(doc: Doc, path: KeyPath, raw: Any, provider: str, env: Mapping[str
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise expected(doc, path, "an http(s) URL such as http://localhost:8080/v1", raw)
+        raise expected(doc, path, "an http(s) URL such as http://localhost:8080/v1", raw, secret="@" in str(raw))
     strip = {"openai": ("/chat/completions", "/responses"), "anthropic": ("/v1/messages", "/messages", "/v1"),
              "ollama": ("/api/chat", "/api", "/v1")}[provider]
     for tail in strip:

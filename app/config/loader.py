@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from app.config.schema import Config, Deployment, RouterSettings, Section, ServerSettings
+from app.config.schema import Config, Deployment, Section, ServerSettings
 from app.errors import ConfigError
 
 try:  # libyaml is 5-10x faster; the pure-Python loader gives the same result
@@ -69,7 +69,7 @@ class Doc:
             node = loader.get_single_node()
             return None if node is None else self._build(loader, node, ())
         except yaml.MarkedYAMLError as e:
-            raise _yaml_error(e, self.label) from None
+            raise _yaml_error(e, self.label, text) from None
         except yaml.YAMLError as e:
             raise ConfigError(f"the file is not valid YAML: {e}", path=self.label) from None
         finally:
@@ -102,15 +102,17 @@ class Doc:
         return loader.construct_object(node, deep=True)
 
 
-def _yaml_error(e: yaml.MarkedYAMLError, label: str) -> ConfigError:
+def _yaml_error(e: yaml.MarkedYAMLError, label: str, text: str) -> ConfigError:
     mark = e.problem_mark or e.context_mark
-    problem = (e.problem or e.context or "unreadable YAML").strip()
+    problem = " ".join((e.problem or e.context or "unreadable YAML").split())
     sentence = f"this is not valid YAML: {problem}"
     if e.context and e.problem:
-        sentence += f" ({e.context.strip()})"
-    if "'\\t'" in problem or "\\t" in problem:
-        sentence += "; indent with spaces, YAML does not allow tabs"
+        sentence += f" ({' '.join(e.context.split())})"
     if mark is not None:
+        lines = text.splitlines()
+        source = lines[mark.line] if mark.line < len(lines) else ""
+        if "\t" in source[: mark.column + 1]:
+            sentence += "; indent with spaces, YAML does not allow tabs"
         sentence += f" at column {mark.column + 1}"
     return ConfigError(sentence + ".", path=label, line=mark.line + 1 if mark else None)
 
@@ -296,7 +298,7 @@ def parse_config(text: str, path: str | None = None, *, environ: Mapping[str, st
     if not deployments:
         raise doc.error(("model_list",) if "model_list" in root else (),
                         "no chat models: add at least one model_list entry (a model_name and litellm_params.model).")
-    _assign_ids(deployments)
+    _assign_ids(deployments, doc.label)
     tiers = {d.tier for d in deployments}
 
     router = compat.router_settings(doc, root, deployments)
@@ -323,8 +325,14 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     return parse_config(text, str(path), environ=environ)
 
 
-def _assign_ids(deployments: list[Deployment]) -> None:
-    explicit = {d.id for d in deployments if d.id}
+def _assign_ids(deployments: list[Deployment], label: str) -> None:
+    explicit: dict[str, Deployment] = {}
+    for d in deployments:
+        if d.id in explicit:
+            raise ConfigError(f"model_info.id {d.id!r} is already used by the model_list entry on line "
+                              f"{explicit[d.id].line}; deployment ids must be unique.", path=label, line=d.line)
+        if d.id:
+            explicit[d.id] = d
     seen: set[str] = set()
     for d in deployments:
         if d.id:
