@@ -29,7 +29,7 @@ from tests.fakes.base import FakeServer
 from tests.fakes.scripts import ANTHROPIC_STOP, Ids, Reply, Turn, anthropic_texts, prompt_tokens, resolve, split
 
 DEFAULT_ANTHROPIC_KEY = "sk-ant-test-fake-anthropic-0000"
-DEFAULT_MODELS = ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5")
+DEFAULT_MODELS = ("claude-sonnet-4-6", "claude-opus-4-7", "claude-haiku-4-5")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                403: "permission_error", 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
                500: "api_error", 504: "timeout_error", 529: "overloaded_error"}

@@ -17,6 +17,7 @@ recording (benchmarks: the request list would otherwise grow without bound).
 from __future__ import annotations
 
 import asyncio
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,23 +25,51 @@ import orjson
 from aiohttp import web
 
 
-@dataclass(slots=True)
+class _StatusField:
+    """`Fault.status(429, ...)` builds a status fault; `fault.status` is a fault's HTTP status.
+
+    (A dataclass field and a classmethod cannot share the name `status`: the field used to shadow the
+    constructor, so this descriptor serves both.)"""
+
+    def __get__(self, obj: "Fault | None", owner: type["Fault"]) -> Any:
+        if obj is None:
+            return owner._status_fault
+        return obj._status
+
+    def __set__(self, obj: "Fault", value: int) -> None:
+        obj._status = value
+
+
 class Fault:
-    kind: str  # "status" | "hang" | "drop" | "garbage" | "reset_after_chunks"
-    status: int = 500
-    message: str = "injected fault"
-    seconds: float = 0.0
-    chunks: int = 0
-    body: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    path: str | None = None  # only requests to this path consume the fault (None: any)
+    """One scripted failure, consumed by the next request (to `path`, when set)."""
+
+    __slots__ = ("kind", "_status", "message", "seconds", "chunks", "body", "headers", "path")
+    status = _StatusField()
+
+    def __init__(self, kind: str, status: int = 500, message: str = "injected fault", seconds: float = 0.0,
+                 chunks: int = 0, body: bytes | None = None, headers: dict[str, str] | None = None,
+                 path: str | None = None) -> None:
+        self.kind = kind  # "status" | "hang" | "drop" | "garbage" | "reset_after_chunks"
+        self.status = status
+        self.message = message
+        self.seconds = seconds
+        self.chunks = chunks
+        self.body = body
+        self.headers = dict(headers or {})
+        self.path = path  # only requests to this path consume the fault (None: any)
+
+    def __repr__(self) -> str:
+        return (f"Fault({self.kind!r}, status={self.status}, seconds={self.seconds}, chunks={self.chunks}, "
+                f"path={self.path!r})")
 
     @classmethod
-    def status(cls, status: int, message: str = "injected fault", **kw: Any) -> "Fault":  # noqa: D102
+    def _status_fault(cls, status: int, message: str = "injected fault", **kw: Any) -> "Fault":
+        """Answer `status` with `message` in the dialect's error shape (extra `headers`, e.g. retry-after)."""
         return cls("status", status=status, message=message, **kw)
 
     @classmethod
     def hang(cls, seconds: float, **kw: Any) -> "Fault":
+        """Sleep `seconds` before handling the request normally."""
         return cls("hang", seconds=seconds, **kw)
 
     @classmethod
@@ -202,5 +231,7 @@ class FakeServer:
             elif fault.kind == "garbage":
                 return web.Response(body=fault.body, status=200, content_type="application/json")
             elif fault.kind == "reset_after_chunks":
-                request["fault"] = fault
+                with warnings.catch_warnings():  # a plain str key, which handlers read with request.get("fault")
+                    warnings.simplefilter("ignore", web.NotAppKeyWarning)
+                    request["fault"] = fault
         return await handler(request)
