@@ -389,7 +389,7 @@ def messages_out(req: ChatRequest) -> list[dict[str, Any]]:
                      for p in m.parts if isinstance(p, ToolCallPart)]
             if calls:
                 msg["tool_calls"] = calls
-                if not texts:
+                if not msg["content"]:
                     msg["content"] = None
             out.append(msg)
             continue
