@@ -26,6 +26,7 @@ class UsageRecord:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    usage_estimated: bool = False  # token figures estimated (a stream cut short before the upstream's usage)
     cost: float | None = 0.0
     saved: float | None = 0.0  # what the tier's cloud model would have charged (local and cache hits)
     price_known: bool = True

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 # Fields a client could use to steer an upstream; never forwarded, whatever the dialect.
 STEERING_FIELDS = ("api_base", "base_url", "api_key", "api_version", "headers", "extra_headers",
-                   "custom_llm_provider", "organization", "mock_response")
+                   "custom_llm_provider", "organization", "mock_response",
+                   "cache")  # Tiergate's own per-request cache switch (LiteLLM's spelling)
 
 
 @dataclass(slots=True)

@@ -63,10 +63,11 @@ def prepare(core: Any, state: RequestState, req: ChatRequest, request: web.Reque
     state.record.privacy_rule = decision.rule
     state.privacy = decision.level
     # 2. budgets (may downgrade to a cheaper tier)
-    if core.budgets is not None:
+    if core.budgets:
         verdict = core.budgets.check(state.record.agent, target.tier)
-        if verdict.downgrade_to:
-            target = core.router.resolve(verdict.downgrade_to)
+        verdict.raise_if_refused()
+        if verdict.action == "downgrade" and verdict.tier != target.tier:
+            target = core.router.resolve(verdict.tier)
     state.record.tier = target.tier
     state.tier = target.tier
     # 3. the plan: only deployments the decision allows

@@ -96,6 +96,7 @@ class RequestState:
             r.cache_read_tokens = u.cache_read_tokens
             r.cache_write_tokens = u.cache_write_tokens
             r.reasoning_tokens = u.reasoning_tokens
+            r.usage_estimated = u.estimated
         self.recorded = True
         return r
 
