@@ -116,8 +116,9 @@ class ResponseRender:
             deltas += 1
             return True
 
-        emit("response.created", {"response": self.response(final=False)})
-        emit("response.in_progress", {"response": self.response(final=False)})
+        started = self.response(final=False)
+        emit("response.created", {"response": started})
+        emit("response.in_progress", {"response": started})
         index = 0
         if self.rs_id:
             ref = {"item_id": self.rs_id, "output_index": index}

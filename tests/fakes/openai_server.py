@@ -9,7 +9,8 @@ Wire shapes follow openai-python's types (ChatCompletion, ChatCompletionChunk, C
 CreateEmbeddingResponse, Model; Responses in `openai_responses`). Chat streams: a role chunk, content deltas,
 tool-call deltas (id, type and name first, then argument fragments), a finish chunk, then — only when
 `stream_options.include_usage` is true — a usage chunk with `choices: []` (every earlier chunk then carries
-`"usage": null`), then `data: [DONE]`. Requests are validated like OpenAI does (`openai_validation`), errors use
+`"usage": null`), then `data: [DONE]`. Chat Completions carry no reasoning text: a reply's `thinking` only shows
+as `completion_tokens_details.reasoning_tokens` there (Responses streams it as a reasoning summary). Requests are validated like OpenAI does (`openai_validation`), errors use
 OpenAI's body `{"error": {"message", "type", "param", "code"}}`, every answer carries an `x-request-id`.
 """
 
