@@ -180,6 +180,12 @@ class Router:
                     upstream_s += time.perf_counter() - t0
                     attempts.append(Attempt(d.id, e.code, e.message))
                     log.info("upstream %s failed: %s (%s)", d.id, e.code, e.message)
+                    if e.upstream_status in (401, 403):
+                        # Our key for this upstream is wrong or lacks access: not the client's fault, and
+                        # another deployment may still answer.
+                        self.health.mark_unavailable(d.id, f"{d.label} rejected Tiergate's API key "
+                                                           f"({e.upstream_status}); fix it with `tiergate keys set`")
+                        break
                     if not e.retryable:
                         self.health.success(d.id)  # the upstream works; the request was wrong
                         raise

@@ -60,8 +60,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     (see anthropic_messages.estimate_tokens)."""
     core = request.app[CORE]
     body = await read_json(request)
-    body.setdefault("max_tokens", 1)  # count_tokens takes no max_tokens; the parser wants one
-    req = anthropic_messages.parse_request(body, request.headers)
+    req = anthropic_messages.parse_request(body, request.headers, require_max_tokens=False)
     state = RequestState(new_request_id(), request.get("agent"), Dialect.ANTHROPIC.value)
     target, plan, _ = prepare(core, state, req, request)
     for d in plan:

@@ -1,0 +1,233 @@
+"""Tiergate benchmark: direct vs bare pass-through vs Tiergate, in one run, against one fake upstream.
+
+    .venv/bin/python tests/bench/run_bench.py [--duration 5] [--quick]
+
+Every process is separate: the fake OpenAI upstream, the bare proxy (tests/bench/bare_proxy.py) and
+`tiergate serve`, all on 127.0.0.1. Load comes from `wrk` (Debian: `apt-get install wrk`). Reported:
+requests/s at concurrency 1, 16, 64 and p50/p99 latency; streaming time to first chunk and total for a
+50-chunk stream; Tiergate's RSS idle and after N requests; time from `tiergate serve` to the port
+answering; and the Anthropic-inbound scenario against a bare translator. Ratios are what to read: this
+machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+KEY = "sk-bench-upstream"
+
+UPSTREAM_SCRIPT = """
+import asyncio, sys
+sys.path.insert(0, {root!r})
+from tests.fakes import FakeOpenAI, Reply
+class Forever(list):  # every request gets the same 50-chunk answer
+    def __bool__(self): return True
+    def pop(self, i=-1): return Reply(text="router " * 100, chunks=50)
+async def main():
+    fake = FakeOpenAI(api_key={key!r}); fake.record = False; fake.replies = Forever()
+    await fake.start(); print(fake.port, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+BODY = {"model": "coder", "messages": [{"role": "user", "content": "Write a haiku about routers."}],
+        "max_tokens": 64}
+ANTHROPIC_BODY = {"model": "coder", "max_tokens": 64,
+                  "messages": [{"role": "user", "content": "Write a haiku about routers."}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def wait_port(port: int, timeout: float = 10.0) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return time.perf_counter() - t0
+        time.sleep(0.005)
+    raise RuntimeError(f"port {port} never answered")
+
+
+def wrk(url: str, body: dict, headers: dict, *, conns: int, duration: float) -> dict:
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
+    for k, v in {"content-type": "application/json", **headers}.items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    script.write("\n".join(lines))
+    script.close()
+    out = subprocess.run(["wrk", "-t1" if conns == 1 else "-t2", f"-c{conns}", f"-d{duration}s", "--latency",
+                          "-s", script.name, url], capture_output=True, text=True).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out)
+        value = float(m.group(1))
+        lat[pct] = value / 1000 if m.group(2) == "us" else value * 1000 if m.group(2) == "s" else value
+    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+async def stream_timing(url: str, body: dict, headers: dict, n: int) -> dict:
+    ttfc, total = [], []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            async with s.post(url, json=body, headers=headers) as r:
+                first = None
+                async for _chunk in r.content.iter_any():
+                    if first is None:
+                        first = time.perf_counter() - t0
+                total.append((time.perf_counter() - t0) * 1000)
+                ttfc.append(first * 1000)
+    return {"ttfc_p50_ms": statistics.median(ttfc), "total_p50_ms": statistics.median(total)}
+
+
+def tiergate_config(upstream_port: int, port: int, data: Path) -> Path:
+    cfg = data / "config.yaml"
+    cfg.write_text(f"""
+model_list:
+  - model_name: coder
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:{upstream_port}/v1
+      api_key: os.environ/BENCH_UPSTREAM_KEY
+tiergate_settings:
+  port: {port}
+  cache: {{enabled: false}}
+""")
+    return cfg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--rss-requests", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="short run for a smoke check")
+    a = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk (Debian) / brew install wrk (macOS)")
+    dur = 2.0 if a.quick else a.duration
+    data = Path(tempfile.mkdtemp(prefix="tiergate-bench-"))
+    procs: list[subprocess.Popen] = []
+    results: dict = {}
+    try:
+        up = spawn([PY, "-c", UPSTREAM_SCRIPT.format(root=str(ROOT), key=KEY)])
+        procs.append(up)
+        up_port = int(up.stdout.readline())
+        bare_port = free_port()
+        bare = spawn([PY, str(ROOT / "tests/bench/bare_proxy.py"), "--port", str(bare_port),
+                      "--upstream", f"http://127.0.0.1:{up_port}"])
+        procs.append(bare)
+        bare.stdout.readline()
+        tg_port = free_port()
+        env = {"BENCH_UPSTREAM_KEY": KEY, "TIERGATE_CONFIG_DIR": str(data), "TIERGATE_DATA_DIR": str(data / "data")}
+        cfg = tiergate_config(up_port, tg_port, data)
+        # an agent key for the bench, created with the CLI like a user would
+        agent_key = subprocess.run([PY, "-m", "app", "--config", str(cfg), "agents", "add", "bench"],
+                                   capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT
+                                   ).stdout.strip().split()[-1]
+        t0 = time.perf_counter()
+        tg = spawn([PY, "-m", "app", "--config", str(cfg), "serve", "--log-level", "WARNING"], env)
+        procs.append(tg)
+        wait_port(tg_port)
+        results["ready_s"] = round(time.perf_counter() - t0, 3)
+        time.sleep(0.5)
+        results["rss_idle_mb"] = round(psutil.Process(tg.pid).memory_info().rss / 2**20, 1)
+
+        targets = {
+            "direct": (f"http://127.0.0.1:{up_port}/v1/chat/completions", {"authorization": f"Bearer {KEY}"}),
+            "bare": (f"http://127.0.0.1:{bare_port}/v1/chat/completions", {"authorization": f"Bearer {KEY}"}),
+            "tiergate": (f"http://127.0.0.1:{tg_port}/v1/chat/completions", {"authorization": f"Bearer {agent_key}"}),
+        }
+        body = {**BODY, "model": "gpt-4o-mini"}
+        for conns in (1, 16, 64):
+            for name, (url, headers) in targets.items():
+                b = BODY if name == "tiergate" else body
+                results[f"{name}_c{conns}"] = wrk(url, b, headers, conns=conns, duration=dur)
+        stream_body = {**BODY, "stream": True}
+        for name, (url, headers) in targets.items():
+            b = {**stream_body, "model": "coder" if name == "tiergate" else "gpt-4o-mini"}
+            results[f"{name}_stream"] = asyncio.run(stream_timing(url, b, headers, 50 if a.quick else 200))
+        # Anthropic inbound → OpenAI upstream: bare translator vs Tiergate
+        an = {"bare_translator": (f"http://127.0.0.1:{bare_port}/v1/messages", {"x-api-key": KEY}),
+              "tiergate_messages": (f"http://127.0.0.1:{tg_port}/v1/messages", {"x-api-key": agent_key,
+                                                                                "anthropic-version": "2023-06-01"})}
+        for conns in (1, 16):
+            for name, (url, headers) in an.items():
+                b = {**ANTHROPIC_BODY, "model": "coder" if name.startswith("tiergate") else "gpt-4o-mini"}
+                results[f"{name}_c{conns}"] = wrk(url, b, headers, conns=conns, duration=dur)
+        for name, (url, headers) in an.items():
+            b = {**ANTHROPIC_BODY, "stream": True, "model": "coder" if name.startswith("tiergate") else "gpt-4o-mini"}
+            results[f"{name}_stream"] = asyncio.run(stream_timing(url, b, headers, 50 if a.quick else 200))
+        # RSS after many requests
+        n = 10_000 if a.quick else a.rss_requests
+        url, headers = targets["tiergate"]
+        rps = results["tiergate_c64"]["rps"]
+        wrk(url, BODY, headers, conns=64, duration=max(2.0, n / max(rps, 1)))
+        results["rss_after_mb"] = round(psutil.Process(tg.pid).memory_info().rss / 2**20, 1)
+        results["rss_after_requests"] = n
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(data, ignore_errors=True)
+    report(results)
+
+
+def report(r: dict) -> None:
+    print(json.dumps(r, indent=1))
+    d1, b1, t1 = r["direct_c1"]["p50_ms"], r["bare_c1"]["p50_ms"], r["tiergate_c1"]["p50_ms"]
+    print("\n== Summary (ratios from this run) ==")
+    print(f"added p50 latency at c=1: bare {b1 - d1:.3f} ms, tiergate {t1 - d1:.3f} ms "
+          f"-> {((t1 - d1) / max(b1 - d1, 1e-6)):.2f}x bare (target <= 1.3x)")
+    for c in (16, 64):
+        print(f"req/s at c={c}: direct {r[f'direct_c{c}']['rps']:.0f}, bare {r[f'bare_c{c}']['rps']:.0f}, "
+              f"tiergate {r[f'tiergate_c{c}']['rps']:.0f} -> {r[f'tiergate_c{c}']['rps'] / r[f'bare_c{c}']['rps']:.0%}"
+              " of bare (target >= 70%)")
+    for k in ("ttfc_p50_ms", "total_p50_ms"):
+        d, b, t = r["direct_stream"][k], r["bare_stream"][k], r["tiergate_stream"][k]
+        print(f"stream {k}: direct {d:.2f}, bare {b:.2f}, tiergate {t:.2f} -> added {t - d:.2f} vs {b - d:.2f} ms "
+              f"({(t - d) / max(b - d, 1e-6):.2f}x bare, target <= 1.3x)")
+    bt1, tm1 = r["bare_translator_c1"]["p50_ms"], r["tiergate_messages_c1"]["p50_ms"]
+    print(f"anthropic inbound c=1 p50 added: bare translator {bt1 - d1:.3f} ms, tiergate {tm1 - d1:.3f} ms "
+          f"-> {(tm1 - d1) / max(bt1 - d1, 1e-6):.2f}x (target <= 1.3x)")
+    print(f"anthropic inbound req/s c=16: bare translator {r['bare_translator_c16']['rps']:.0f}, tiergate "
+          f"{r['tiergate_messages_c16']['rps']:.0f} -> "
+          f"{r['tiergate_messages_c16']['rps'] / r['bare_translator_c16']['rps']:.0%} (target >= 70%)")
+    print(f"RSS idle {r['rss_idle_mb']} MB (target < 80), after {r['rss_after_requests']} requests "
+          f"{r['rss_after_mb']} MB (target: within 5 MB); ready in {r['ready_s']} s (target < 1 s)")
+
+
+if __name__ == "__main__":
+    main()
