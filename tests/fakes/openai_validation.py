@@ -3,7 +3,8 @@
 Each check mirrors an error the real API returns (message, `param` and `code` as OpenAI words them):
 unknown top-level arguments on Chat Completions ("Unrecognized request argument supplied: thinking"), unknown
 nested keys ("Unknown parameter: 'messages[0].content[0].cache_control'."), Anthropic-shaped parts and tools,
-tool-call arguments that are not strings, tool messages without a preceding tool call and tool calls without
+tool-call arguments that are not strings, `max_tokens` or a non-default temperature sent to a reasoning model
+(o1/o3/o4/gpt-5), tool messages without a preceding tool call and tool calls without
 answers, `stream_options` without `stream`, Responses input parts of the wrong type. It is not exhaustive:
 fields not checked here are accepted as long as they are known arguments.
 """
@@ -109,6 +110,20 @@ def _range(body: dict[str, Any], name: str, low: float, high: float) -> None:
                                 f"got {value} instead.", param=name, code="decimal_below_min_value")
 
 
+def _reasoning_model_limits(body: dict[str, Any]) -> None:
+    """Reasoning models (o1/o3/o4, gpt-5…) take `max_completion_tokens` only and the default temperature."""
+    model = str(body.get("model", ""))
+    if not model.startswith(("o1", "o3", "o4", "gpt-5")):
+        return
+    if body.get("max_tokens") is not None:
+        raise OpenAIInvalid("Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                            "'max_completion_tokens' instead.", param="max_tokens", code="unsupported_parameter")
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise OpenAIInvalid(f"Unsupported value: 'temperature' does not support {temperature} with this model. Only "
+                            "the default (1) value is supported.", param="temperature", code="unsupported_value")
+
+
 def _stream_options(body: dict[str, Any]) -> None:
     if body.get("stream_options") is not None and not body.get("stream"):
         raise OpenAIInvalid("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -133,6 +148,7 @@ def validate_chat(body: dict[str, Any]) -> None:
     _range(body, "temperature", 0, 2)
     _range(body, "top_p", 0, 1)
     _stream_options(body)
+    _reasoning_model_limits(body)
     _chat_tools(body)
     pending: dict[str, int] = {}  # unanswered tool_call ids -> index of the assistant message
     for i, msg in enumerate(messages):

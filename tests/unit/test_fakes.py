@@ -232,6 +232,12 @@ async def test_openai_auth_errors(fake_openai):
      "The following tool_call_ids did not have response messages: call_1", "messages.[2].role"),
     ("/v1/chat/completions", {"model": "m", "messages": USER, "tools": [
         {"name": "f", "input_schema": {}, "type": "function"}]}, "Unknown parameter: 'tools[0].name'.", "tools[0].name"),
+    ("/v1/chat/completions", {"model": "gpt-5-mini", "messages": USER, "max_tokens": 100},
+     "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+     "max_tokens"),
+    ("/v1/chat/completions", {"model": "o3", "messages": USER, "temperature": 0.2},
+     "Unsupported value: 'temperature' does not support 0.2 with this model. Only the default (1) value is "
+     "supported.", "temperature"),
     ("/v1/responses", {"model": "m", "input": "hi", "thinking": {}}, "Unknown parameter: 'thinking'.", "thinking"),
     ("/v1/responses", {"model": "m", "input": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
      "Invalid value: 'text'. Supported values are: 'input_text', 'input_image', 'output_text', 'refusal', "
