@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
