@@ -104,7 +104,7 @@ def deployment(doc: Doc, path: KeyPath, entry: Any, env: Mapping[str, str]) -> D
         raise doc.error(pp if "litellm_params" in entry else path,
                         "missing litellm_params.model, the upstream model such as ollama_chat/qwen3:8b.")
     mode = info.get("mode")
-    if mode not in CHAT_MODES:
+    if not isinstance(mode, (str, type(None))) or mode not in CHAT_MODES:
         doc.warn(ip + ("mode",), f"skipped: Tiergate serves chat and embedding models, not mode {show(mode)}.")
         return None
 
