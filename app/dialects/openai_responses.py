@@ -111,9 +111,8 @@ def parse_request(body: dict, headers: Mapping[str, str]) -> ChatRequest:
     for key in ("metadata", "client_metadata"):
         if body.get(key) is not None and not isinstance(body[key], dict):
             raise BadRequest(f"{key}: expected an object")
-    for key in ("include",):
-        if body.get(key) is not None and not isinstance(body[key], list):
-            raise BadRequest(f"{key}: expected a list")
+    if body.get("include") is not None and not isinstance(body["include"], list):
+        raise BadRequest("include: expected a list")
     for key in ("store", "stream"):
         if body.get(key) is not None and not isinstance(body[key], bool):
             raise BadRequest(f"{key}: expected true or false")

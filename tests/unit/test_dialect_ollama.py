@@ -14,6 +14,8 @@ import ollama
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ollama._types import ChatRequest as OllamaChatRequest
 from ollama._types import ChatResponse as OllamaChatResponse
 
@@ -352,3 +354,20 @@ def test_encoder_error_and_render_error():
     assert enc.error(UpstreamServerError("Upstream failed")) == b'{"error":"Upstream failed"}\n'
     assert enc.encode(TextDelta(0, "late")) == b""
     assert O.render_error(BadRequest("messages: expected a list")) == (400, {"error": "messages: expected a list"})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2000), max_size=12))
+def test_stream_decoder_random_splits(cuts):
+    bounds = sorted({c % (len(STREAM) + 1) for c in cuts} | {0, len(STREAM)})
+    dec = O.StreamDecoder()
+    got = []
+    for a, b in zip(bounds, bounds[1:]):
+        got += dec.feed(STREAM[a:b])
+    got += dec.close()
+    texts = [(type(e).__name__, getattr(e, "text", None) or getattr(e, "partial_json", None)) for e in got]
+    assert texts == [("MessageStart", None), ("BlockStart", None), ("ThinkingDelta", "The user"),
+                     ("ThinkingDelta", " asks."), ("BlockStop", None), ("BlockStart", None), ("TextDelta", "The"),
+                     ("TextDelta", " sky"), ("BlockStop", None), ("BlockStart", None),
+                     ("ToolArgsDelta", '{"location":"Paris, FR"}'), ("BlockStop", None), ("BlockStart", None),
+                     ("ToolArgsDelta", "{}"), ("BlockStop", None), ("MessageEnd", None)]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
@@ -666,3 +668,15 @@ def test_tool_call_round_trip_responses_to_openai_chat():
     assert msgs[1]["tool_calls"][0]["id"] == "call_1"
     assert msgs[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}
     assert msgs[2]["role"] == "tool" and msgs[2]["tool_call_id"] == "call_1"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=6000), max_size=12))
+def test_stream_decoder_random_splits(cuts):
+    data, _ = _upstream_stream(COMPLETED)
+    bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    dec = R.StreamDecoder()
+    got = []
+    for a, b in zip(bounds, bounds[1:]):
+        got += dec.feed(data[a:b])
+    assert got + dec.close() == EXPECTED_EVENTS
