@@ -4,4 +4,4 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-pytest_plugins = ["tests.fakes.fixtures", "tests.keyring_fixtures"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.fakes.ollama_fixtures", "tests.keyring_fixtures"]

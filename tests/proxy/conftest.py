@@ -29,7 +29,7 @@ model_list:
   - model_name: coder
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{openai}/v1", api_key: os.environ/OPENAI_API_KEY}}
   - model_name: helper
-    litellm_params: {{model: ollama_chat/gemma3:4b, api_base: "{ollama}", num_ctx: 32768, keep_alive: 10m}}
+    litellm_params: {{model: ollama_chat/llama3.2:latest, api_base: "{ollama}", num_ctx: 32768, keep_alive: 10m}}
 router_settings:
   num_retries: 1
   retry_after: 0.01

@@ -113,7 +113,7 @@ async def test_ollama_gets_num_ctx_and_keep_alive_from_config(proxy, fake_ollama
     assert sent.json["options"]["num_ctx"] == 32768
     assert sent.json["options"]["num_predict"] == 50
     assert sent.json["keep_alive"] == "10m"
-    assert sent.json["model"] == "gemma3:4b"
+    assert sent.json["model"] == "llama3.2:latest"
 
 
 async def test_request_body_cannot_choose_the_upstream(proxy, fake_openai):
@@ -203,10 +203,10 @@ tiergate_settings:
 async def test_ollama_unreachable_falls_back_without_the_client_noticing(proxy, fake_ollama, fake_anthropic):
     p = await proxy(FALLBACK)
     await fake_ollama.close()  # Ollama not running: connection refused
-    for stream in (False, True):
+    for stream in (False, True):  # (different prompts: the second must not be a cache hit)
         if stream:
             text, *_ = await _collect(await p.openai().chat.completions.create(
-                model="helper-local", messages=MSG, stream=True))
+                model="helper-local", messages=[{"role": "user", "content": "hello there"}, *MSG], stream=True))
         else:
             raw = await p.openai().chat.completions.with_raw_response.create(model="helper-local", messages=MSG)
             text = raw.parse().choices[0].message.content
@@ -235,11 +235,12 @@ async def test_faults_fall_back_to_the_next_deployment(proxy, fake_openai, fake_
 async def test_failing_deployment_cools_down_and_is_skipped(proxy, fake_openai, fake_anthropic):
     p = await proxy(FALLBACK)
     fake_openai.faults += [Fault.status(500), Fault.status(500)]
+    no_cache = {"x-tiergate-cache": "off"}
     for _ in range(2):
-        await p.openai().chat.completions.create(model="coder", messages=MSG)
+        await p.openai().chat.completions.create(model="coder", messages=MSG, extra_headers=no_cache)
     assert len(fake_openai.requests) == 2
     for _ in range(3):  # cooling down: not even tried
-        await p.openai().chat.completions.create(model="coder", messages=MSG)
+        await p.openai().chat.completions.create(model="coder", messages=MSG, extra_headers=no_cache)
     assert len(fake_openai.requests) == 2 and len(fake_anthropic.requests) == 5
     status, _, body = await p.request("GET", "/health/upstreams")
     states = {d["deployment"]: d["state"] for d in body["deployments"]}
