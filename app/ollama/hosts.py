@@ -17,6 +17,8 @@
           default: 10m
         guard: true                 # unload least recently used models to stay in budget (default on)
         agent_context: 32768        # num_ctx the planner aims for on agent tiers (default 32768)
+        model_sizes_gb:             # override the planner's estimate of a model's resident size (GiB)
+          gemma3:27b: 19.5
 
 Requests to a host that is not this machine carry prompts over the network; such a host must be marked
 `trusted: true` explicitly (the privacy layer treats it as location "trusted").
@@ -29,6 +31,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from app.config.schema import DEFAULT_OLLAMA_BASE, Section
+from app.errors import BadRequest
+from app.ollama.names import validate_model_name
 from app.ollama.units import GiB, valid_keep_alive
 
 DEFAULT_BUDGET_FRACTION = 0.75  # Apple's own default GPU working-set share on larger Macs is about 3/4
@@ -61,6 +65,7 @@ class OllamaSettings:
     keep_alive: dict[str, str | int | float] = field(default_factory=dict)  # tier (or "default") -> value
     guard: bool = True
     agent_context: int = DEFAULT_AGENT_CONTEXT
+    model_sizes: dict[str, int] = field(default_factory=dict)  # model -> resident bytes the user set
 
     def keep_alive_for(self, tier: str | None) -> str | int | float | None:
         """The tier's keep_alive, else the `default` entry, else None (Ollama's own default, 5m)."""
@@ -101,7 +106,8 @@ def normalize_url(url: str) -> str:
 def parse_settings(section: Section) -> OllamaSettings:
     """Validate `tiergate_settings.ollama`; every error names the file and line."""
     data = section.data
-    known = {"hosts", "memory_budget_fraction", "memory_budget_gb", "keep_alive", "guard", "agent_context"}
+    known = {"hosts", "memory_budget_fraction", "memory_budget_gb", "keep_alive", "guard", "agent_context",
+             "model_sizes_gb"}
     for key in data:
         if key not in known:
             raise section.error(f"unknown key {key!r} (known: {', '.join(sorted(known))})", key)
@@ -139,6 +145,18 @@ def parse_settings(section: Section) -> OllamaSettings:
         if isinstance(v, bool) or not isinstance(v, int) or not 2048 <= v <= 1_048_576:
             raise section.error("must be a whole number of tokens between 2048 and 1048576", "agent_context")
         out.agent_context = v
+    if "model_sizes_gb" in data:
+        sizes = data["model_sizes_gb"]
+        if not isinstance(sizes, dict):
+            raise section.error("expected a mapping of model name to GiB, e.g. {gemma3:27b: 19.5}", "model_sizes_gb")
+        for name, gb in sizes.items():
+            try:
+                key = validate_model_name(str(name))
+            except BadRequest as e:
+                raise section.error(e.message, "model_sizes_gb", name) from None
+            if isinstance(gb, bool) or not isinstance(gb, (int, float)) or gb <= 0:
+                raise section.error("must be a positive number of GiB", "model_sizes_gb", name)
+            out.model_sizes[key] = int(gb * GiB)
     return out
 
 

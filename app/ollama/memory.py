@@ -118,7 +118,8 @@ class MemoryPlanner:
                  catalogue: Sequence[CatalogueModel] = CATALOGUE):
         self.settings = settings or OllamaSettings()
         self._system = system or SystemMemoryReader()
-        self.size_overrides = dict(size_overrides or {})  # model -> bytes the user says it takes
+        # model -> bytes the user says it takes (config model_sizes_gb, CLI --size)
+        self.size_overrides = dict(self.settings.model_sizes if size_overrides is None else size_overrides)
         self.catalogue = tuple(catalogue)
 
     # ------------------------------------------------------------------------------------- figures
