@@ -206,7 +206,7 @@ async def test_ollama_unreachable_falls_back_without_the_client_noticing(proxy, 
     for stream in (False, True):  # (different prompts: the second must not be a cache hit)
         if stream:
             text, *_ = await _collect(await p.openai().chat.completions.create(
-                model="helper-local", messages=[{"role": "user", "content": "hello there"}, *MSG], stream=True))
+                model="helper-local", messages=[{"role": "system", "content": "be brief"}, *MSG], stream=True))
         else:
             raw = await p.openai().chat.completions.with_raw_response.create(model="helper-local", messages=MSG)
             text = raw.parse().choices[0].message.content
