@@ -25,10 +25,6 @@ from app.errors import ConfigError, SecretError, TiergateError
 
 ENV_PREFIX = "os.environ/"
 KEYCHAIN_PREFIX = "keychain/"
-# One block-style `key: os.environ/NAME` line (optionally a list item, optionally quoted, optional comment).
-_ENV_LINE = re.compile(
-    r"^(?P<lead>\s*(?:-\s+)?)(?P<key>[\w.-]+)(?P<sep>\s*:\s+)(?P<q>[\"']?)os\.environ/(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"(?P=q)(?P<tail>\s*(?:#.*)?)$")
 _REF_ANY = re.compile(r"(?P<kind>os\.environ|keychain)/(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*)")
 _SECRET_FIELD = re.compile(r"(?i)(key|token|secret|password)")
 
@@ -235,25 +231,65 @@ def run_master(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
 
 
 # ------------------------------------------------------------------------------------------ import-env
-def rewrite_env_references(text: str, names: set[str]) -> tuple[str, int]:
-    """`text` with `os.environ/NAME` -> `keychain/NAME` on the `key: value` lines of `names`; everything
-    else (comments, quoting, spacing, line endings) kept byte for byte. Returns (text, lines changed)."""
+# One block-style `key: value` line: the value plain or quoted, an optional comment after it.
+_VALUE_LINE = re.compile(
+    r"^(?P<lead>\s*(?:-\s+)?)(?P<key>[\w.-]+)(?P<sep>\s*:\s+)"
+    r"(?:(?P<q>[\"'])(?P<qval>[^\"'\\]*)(?P=q)|(?P<val>[^\s\"'#&*!|>{\[][^\s#]*))(?P<tail>(?:\s+#.*)?\s*)$")
+
+
+def _line_value(line: str) -> tuple[str, str, tuple[int, int]] | None:
+    """(key, value, span of the value without quotes) for a simple `key: value` line, else None."""
+    m = _VALUE_LINE.match(line)
+    if not m:
+        return None
+    group = "qval" if m.group("q") else "val"
+    return m.group("key"), m.group(group), m.span(group)
+
+
+def rewrite_values(text: str, replacements: dict[int, str]) -> str:
+    """`text` with the value on each given line (1-based) replaced; quotes, spacing, comments and line
+    endings kept byte for byte."""
     out: list[str] = []
-    changed = 0
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        ending = line[len(body):]
-        m = _ENV_LINE.match(body)
-        if m and m.group("name") in names and _SECRET_FIELD.search(m.group("key")):
-            start, end = m.span("name")
-            prefix_start = start - len(ENV_PREFIX)
-            body = body[:prefix_start] + KEYCHAIN_PREFIX + body[start:]
-            changed += 1
-        out.append(body + ending)
-    return "".join(out), changed
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        if number in replacements:
+            body = line.rstrip("\r\n")
+            parsed = _line_value(body)
+            if parsed is not None:
+                start, end = parsed[2]
+                line = body[:start] + replacements[number] + body[end:] + line[len(body):]
+        out.append(line)
+    return "".join(out)
+
+
+def rewrite_env_references(text: str, names: set[str]) -> tuple[str, int]:
+    """`os.environ/NAME` -> `keychain/NAME` on the key fields of `names`. Returns (text, lines changed)."""
+    plan = {n: f"{KEYCHAIN_PREFIX}{v[len(ENV_PREFIX):]}" for n, (k, v) in _value_lines(text).items()
+            if v.startswith(ENV_PREFIX) and v[len(ENV_PREFIX):] in names and _SECRET_FIELD.search(k)}
+    return rewrite_values(text, plan), len(plan)
+
+
+def _value_lines(text: str) -> dict[int, tuple[str, str]]:
+    out = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        parsed = _line_value(line)
+        if parsed is not None:
+            out[number] = (parsed[0], parsed[1])
+    return out
+
+
+@dataclass
+class _Move:
+    """One key to put in the keychain and the config lines that will refer to it."""
+
+    name: str
+    value: str
+    lines: list[int]
+    source: str  # "os.environ/NAME" or "a literal key"
 
 
 def run_import_env(args: argparse.Namespace, *, out: TextIO | None = None, environ: Any = None) -> int:
+    """Move `os.environ/NAME` keys (and keys written literally as `api_key:` values) into the keychain,
+    and make the config refer to them as `keychain/NAME`."""
     out = out or sys.stdout
     environ = os.environ if environ is None else environ
     path = config_path(args)
@@ -263,55 +299,95 @@ def run_import_env(args: argparse.Namespace, *, out: TextIO | None = None, envir
         raise ConfigError("the config file does not exist.", path=str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError("the file is not UTF-8 text.", path=str(path)) from None
-    candidates: dict[str, list[int]] = {}
+    lines = _value_lines(text)
+    moves: dict[str, _Move] = {}
+    problems: list[str] = []
     skipped_fields: list[str] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        m = _ENV_LINE.match(line.rstrip("\r\n"))
-        if not m:
+    for number, (key, value) in lines.items():
+        if not value.startswith(ENV_PREFIX):
             continue
-        if _SECRET_FIELD.search(m.group("key")):
-            candidates.setdefault(m.group("name"), []).append(number)
+        name = value[len(ENV_PREFIX):]
+        if not _SECRET_FIELD.search(key):
+            skipped_fields.append(f"{key} (line {number})")
+        elif not (environ.get(name) or "").strip():
+            problems.append(f"{name}: not set in this shell; left as os.environ/{name} (line {number})")
         else:
-            skipped_fields.append(f"{m.group('key')} (line {number})")
-    if not candidates:
-        print("The config has no `api_key: os.environ/NAME` references; nothing to import.", file=out)
+            moves.setdefault(name, _Move(name, environ[name].strip(), [], f"os.environ/{name}")).lines.append(number)
+    _plan_literals(path, lines, moves, problems)
+    if not moves and not problems:
+        print("The config has no `api_key: os.environ/NAME` references or literal keys; nothing to import.",
+              file=out)
         return 0
     store = _store()
-    moved: set[str] = set()
-    problems = 0
-    for name, lines in sorted(candidates.items()):
-        where = f"line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}"
-        value = (environ.get(name) or "").strip()
-        if not value:
-            print(f"  {name}: not set in this shell; left as os.environ/{name} ({where})", file=out)
-            problems += 1
+    plan: dict[int, str] = {}
+    swaps: dict[str, str] = {}
+    for move in sorted(moves.values(), key=lambda m: m.name):
+        where = f"line{'s' if len(move.lines) > 1 else ''} {', '.join(map(str, move.lines))}"
+        existing = store.find(move.name)
+        if existing is not None and existing != move.value and not args.overwrite:
+            problems.append(f"{move.name}: the keychain already holds a different value; left unchanged "
+                            f"(use --overwrite to replace it)")
             continue
-        existing = store.find(name)
-        if existing is not None and existing != value and not args.overwrite:
-            print(f"  {name}: the keychain already holds a different value; left unchanged "
-                  f"(use --overwrite to replace it)", file=out)
-            problems += 1
-            continue
-        if not args.dry_run and existing != value:
-            store.set(name, value)
-        moved.add(name)
-        print(f"  {name}: {'would move' if args.dry_run else 'moved'} into the keychain ({where})", file=out)
-    new_text, changed = rewrite_env_references(text, moved)
-    if moved and not args.dry_run:
-        _check_same_structure(text, new_text, moved)
+        if not args.dry_run and existing != move.value:
+            store.set(move.name, move.value)
+        for number in move.lines:
+            plan[number] = KEYCHAIN_PREFIX + move.name
+        swaps[move.source if move.source.startswith(ENV_PREFIX) else move.value] = KEYCHAIN_PREFIX + move.name
+        verb = "would move" if args.dry_run else "moved"
+        print(f"  {move.name}: {verb} into the keychain from {move.source} ({where})", file=out)
+    for problem in problems:
+        print(f"  {problem}", file=out)
+    new_text = rewrite_values(text, plan)
+    if plan and not args.dry_run:
+        _check_same_structure(text, new_text, swaps)
         _atomic_write(path, new_text)
     verb = "Would rewrite" if args.dry_run else "Rewrote"
-    print(f"{verb} {changed} line{'s' if changed != 1 else ''} of {path.name} to keychain/ references.", file=out)
+    print(f"{verb} {len(plan)} line{'s' if len(plan) != 1 else ''} of {path.name} to keychain/ references.",
+          file=out)
     if skipped_fields:
         print(f"Left alone (not key fields): {', '.join(skipped_fields)}", file=out)
-    if moved and not args.dry_run:
-        print("The keys now live in the keychain; you can remove these variables from your shell profile: "
-              + ", ".join(sorted(moved)), file=out)
-    return 1 if problems and not moved else 0
+    if plan and not args.dry_run:
+        env_names = sorted(m.name for m in moves.values() if m.source.startswith(ENV_PREFIX) and m.lines[0] in plan)
+        if env_names:
+            print("The keys now live in the keychain; you can remove these variables from your shell profile: "
+                  + ", ".join(env_names), file=out)
+    return 1 if problems and not plan else 0
 
 
-def _check_same_structure(old: str, new: str, moved: set[str]) -> None:
-    """The rewritten YAML must load to the old document with exactly those references swapped."""
+def _plan_literals(path: Path, lines: dict[int, tuple[str, str]], moves: dict[str, _Move],
+                   problems: list[str]) -> None:
+    """Add a move for each deployment whose `api_key:` is written literally in the file."""
+    if not any(k == "api_key" and v and not v.startswith((ENV_PREFIX, KEYCHAIN_PREFIX)) for k, v in lines.values()):
+        return
+    try:
+        from app.config import load_config
+
+        deployments = sorted(load_config(path).deployments, key=lambda d: d.line or 0)
+    except (TiergateError, ImportError) as exc:
+        problems.append(f"literal keys left in the file: the config does not load ({getattr(exc, 'title', '')})")
+        return
+    by_value: dict[str, _Move] = {m.value: m for m in moves.values()}
+    for number, (key, value) in sorted(lines.items()):
+        if key != "api_key" or not value or value.startswith((ENV_PREFIX, KEYCHAIN_PREFIX)):
+            continue
+        owner = [d for d in deployments if (d.line or 0) <= number and d.api_key_ref == value]
+        if not owner:
+            continue  # an api_key outside model_list (or in an included file): not ours to move
+        if value in by_value:
+            by_value[value].lines.append(number)
+            continue
+        d = owner[-1]
+        base = re.sub(r"[^A-Za-z0-9_]", "_", f"{d.tier}_{d.provider}_API_KEY").upper()
+        name, n = base, 1
+        while name in moves:
+            n += 1
+            name = f"{base}_{n}"
+        moves[name] = by_value[value] = _Move(name, value, [number], f"a literal key of {d.id}")
+
+
+def _check_same_structure(old: str, new: str, swaps: dict[str, str]) -> None:
+    """The rewritten YAML must load to the old document with exactly the planned values swapped on key
+    fields (guards against a line-based edit changing anything else)."""
     import yaml
 
     def swap(node: Any, field: str = "") -> Any:
@@ -319,9 +395,8 @@ def _check_same_structure(old: str, new: str, moved: set[str]) -> None:
             return {k: swap(v, str(k)) for k, v in node.items()}
         if isinstance(node, list):
             return [swap(v) for v in node]
-        if isinstance(node, str) and node.startswith(ENV_PREFIX) and node[len(ENV_PREFIX):] in moved \
-                and _SECRET_FIELD.search(field):
-            return KEYCHAIN_PREFIX + node[len(ENV_PREFIX):]
+        if isinstance(node, str) and node in swaps and _SECRET_FIELD.search(field):
+            return swaps[node]
         return node
 
     try:
@@ -329,8 +404,8 @@ def _check_same_structure(old: str, new: str, moved: set[str]) -> None:
     except yaml.YAMLError:
         same = False
     if not same:
-        raise ConfigError("could not rewrite the references without changing other parts of the file; "
-                          "the file was left unchanged. Edit os.environ/NAME to keychain/NAME by hand.")
+        raise ConfigError("could not rewrite the key references without changing other parts of the file; "
+                          "the file was left unchanged. Edit them to keychain/NAME by hand.")
 
 
 def _atomic_write(path: Path, text: str) -> None:
