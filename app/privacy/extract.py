@@ -1,0 +1,132 @@
+"""Every place a canonical request carries text, named so a person can find it.
+
+`request_texts(req)` yields `(place, text)` pairs; the place is a short path into the canonical request
+(`system[0]`, `messages[3].content[1].text`, `messages[4].content[0].arguments`, `raw.metadata.note`). The
+detectors run over exactly these texts, so what is not yielded here is not scanned. What is and why:
+
+scanned
+    system prompt parts; text parts; tool call arguments (JSON text as the model produced it) and tool
+    names; tool result contents (text parts) and tool names; thinking text (it is sent back upstream on
+    the next turn); Anthropic document blocks: `title`, `context`, a text source's `data`, the text blocks
+    of a content source, a URL source's `url`; image URLs that are not `data:` URLs (presigned URLs carry
+    credentials in their query string); `stop` sequences; the parts of the raw body the canonical model
+    does not carry but a same-dialect pass-through forwards (`metadata`, `prediction`, anything unknown).
+not scanned
+    image bytes (base64 `data` and `data:` URLs): no OCR, and scanning megabytes of base64 costs time and
+    only yields false positives; base64 PDF documents (opaque without a PDF parser); `redacted_thinking`
+    data (encrypted by the upstream); thinking signatures; tool *specs* (names, descriptions, JSON
+    schemas): they are written by the agent's authors, not the user, are the same on every request and
+    large (Claude Code sends ~30 KB of them) — `privacy.scan_tool_specs: true` scans them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from app.canonical import (
+    ChatRequest,
+    DocumentPart,
+    ImagePart,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+
+# Top-level raw keys whose text the canonical model carries (scanned through it), or that carry no user
+# text worth scanning. Everything else in the raw body is walked.
+_RAW_COVERED = frozenset({
+    "messages", "system", "input", "instructions", "tools", "functions", "model", "stream",
+    "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "temperature", "top_p",
+    "top_k", "stop", "stop_sequences", "seed", "response_format", "text", "reasoning", "reasoning_effort",
+    "thinking", "tool_choice", "parallel_tool_calls", "n", "logprobs", "top_logprobs", "options",
+    "keep_alive", "format", "think",
+})
+
+
+def request_texts(req: ChatRequest, *, include_tool_specs: bool = False) -> Iterator[tuple[str, str]]:
+    """(place, text) for every text the request carries upstream. Empty texts are skipped."""
+    for i, part in enumerate(req.system):
+        if part.text:
+            yield f"system[{i}]", part.text
+    for m, msg in enumerate(req.messages):
+        for p, part in enumerate(msg.parts):
+            yield from _part_texts(f"messages[{m}].content[{p}]", part)
+    for i, stop in enumerate(req.stop):
+        if stop:
+            yield f"stop[{i}]", stop
+    if include_tool_specs:
+        for i, tool in enumerate(req.tools):
+            yield f"tools[{i}].name", tool.name
+            if tool.description:
+                yield f"tools[{i}].description", tool.description
+            yield from _walk(f"tools[{i}].parameters", tool.parameters)
+    if req.raw:
+        for key, value in req.raw.items():
+            if key not in _RAW_COVERED:
+                yield from _walk(f"raw.{key}", value)
+
+
+def _part_texts(place: str, part: Any) -> Iterator[tuple[str, str]]:
+    kind = type(part)
+    if kind is TextPart:
+        if part.text:
+            yield place + ".text", part.text
+    elif kind is ToolCallPart:
+        yield place + ".name", part.name
+        if part.arguments:
+            yield place + ".arguments", part.arguments
+    elif kind is ToolResultPart:
+        if part.name:
+            yield place + ".name", part.name
+        for c, sub in enumerate(part.content):
+            yield from _part_texts(f"{place}.content[{c}]", sub)
+    elif kind is ThinkingPart:
+        if part.text:
+            yield place + ".thinking", part.text
+    elif kind is ImagePart:
+        if part.url and not part.url[:5].lower() == "data:":
+            yield place + ".url", part.url
+    elif kind is DocumentPart:
+        yield from _document_texts(place, part.raw)
+    else:  # an unknown part type: fail closed by scanning whatever strings it holds
+        yield from _walk(place, getattr(part, "__dict__", None) or _slots(part))
+
+
+def _document_texts(place: str, raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for key in ("title", "context"):
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            yield f"{place}.{key}", value
+    source = raw.get("source")
+    if not isinstance(source, dict):
+        return
+    kind = source.get("type")
+    if kind == "text" and isinstance(source.get("data"), str):
+        yield place + ".source.data", source["data"]
+    elif kind == "url" and isinstance(source.get("url"), str):
+        yield place + ".source.url", source["url"]
+    elif kind == "content":
+        yield from _walk(place + ".source.content", source.get("content"), skip_binary=True)
+    elif kind != "base64":  # unknown source type: scan every string in it
+        yield from _walk(place + ".source", source, skip_binary=True)
+
+
+def _slots(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name, None) for name in getattr(type(obj), "__slots__", ())}
+
+
+def _walk(place: str, value: Any, *, skip_binary: bool = True) -> Iterator[tuple[str, str]]:
+    """Every string inside a JSON-like value, with its path. Base64 image/document payloads are skipped."""
+    if isinstance(value, str):
+        if value and not (skip_binary and value[:5].lower() == "data:"):
+            yield place, value
+    elif isinstance(value, dict):
+        binary = skip_binary and value.get("type") == "base64"
+        for key, sub in value.items():
+            if binary and key == "data":
+                continue
+            yield from _walk(f"{place}.{key}", sub, skip_binary=skip_binary)
+    elif isinstance(value, (list, tuple)):
+        for i, sub in enumerate(value):
+            yield from _walk(f"{place}[{i}]", sub, skip_binary=skip_binary)
