@@ -15,7 +15,7 @@ from app.dialects import anthropic_messages, openai_chat, openai_responses
 from app.errors import BadRequest, TiergateError, UnknownModel
 from app.server import management, openai_extras
 from app.server.chat import handle_chat
-from app.server.context import CORE, RequestState, new_request_id
+from app.server.context import CORE, STATE, RequestState, new_request_id
 
 log = logging.getLogger("tiergate.request")
 
@@ -66,7 +66,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         err = TiergateError("Tiergate hit an internal error; the details are in its log.", title="Internal error")
         return _error_response(request, err)
     finally:
-        state: RequestState | None = request.get("tg")
+        state: RequestState | None = request.get(STATE)
         if state is not None and not state.recorded:
             if state.record.status == "ok" and status >= 400:
                 state.record.status = "error"
@@ -77,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _error_response(request: web.Request, err: TiergateError) -> web.Response:
-    state: RequestState | None = request.get("tg")
+    state: RequestState | None = request.get(STATE)
     if state is not None:
         state.fail(err)
     status, body = dialect_for_path(request.path).render_error(err)
@@ -94,7 +94,7 @@ def _error_response(request: web.Request, err: TiergateError) -> web.Response:
 
 def chat_route(dialect: ModuleType, name: Dialect) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        request["tg"] = RequestState(new_request_id(), request.get("agent"), name.value)
+        request[STATE] = RequestState(new_request_id(), request.get("agent"), name.value)
         return await handle_chat(request, dialect)
 
     handler.__name__ = f"chat_{name.value}"

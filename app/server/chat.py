@@ -19,7 +19,7 @@ from app.assembly import events_from_response
 from app.canonical import ChatRequest, ChatResponse, Usage
 from app.errors import Forbidden, PrivacyRefused, TiergateError, UpstreamError
 from app.router.router import RouteResult, Target
-from app.server.context import CORE, RequestState, read_json, response_headers
+from app.server.context import CORE, STATE, RequestState, read_json, response_headers
 from app.server.relay import StreamRelay
 from app.usage import UsageRecord
 
@@ -31,7 +31,7 @@ SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-contro
 
 async def handle_chat(request: web.Request, dialect: ModuleType) -> web.StreamResponse:
     core = request.app[CORE]
-    state: RequestState = request["tg"]
+    state: RequestState = request[STATE]
     body = await read_json(request)
     req = dialect.parse_request(body, request.headers)
     state.record.requested_model = req.model

@@ -136,3 +136,6 @@ def response_headers(state: RequestState, *, overhead_ms: float) -> dict[str, st
         "x-tiergate-privacy": state.privacy,
         "x-tiergate-overhead-ms": f"{overhead_ms:.3f}",
     }
+
+
+STATE: web.RequestKey[RequestState] = web.RequestKey("tiergate_request_state", RequestState)

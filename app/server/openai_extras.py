@@ -9,7 +9,7 @@ from app.canonical import Dialect, EmbeddingRequest
 from app.dialects import anthropic_messages
 from app.errors import BadRequest, TiergateError
 from app.server.chat import prepare
-from app.server.context import CORE, RequestState, new_request_id, read_json, response_headers
+from app.server.context import CORE, STATE, RequestState, new_request_id, read_json, response_headers
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -24,7 +24,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def embeddings(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    state = request["tg"] = RequestState(new_request_id(), request.get("agent"), "openai_embeddings")
+    state = request[STATE] = RequestState(new_request_id(), request.get("agent"), "openai_embeddings")
     body = await read_json(request)
     model = body.get("model")
     if not isinstance(model, str) or not model:
