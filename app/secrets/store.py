@@ -73,7 +73,7 @@ class KeychainLocked(SecretError):
     def __init__(self, name: str | None):
         what = f"the key '{name}'" if name else "Tiergate's keys"
         super().__init__(
-            f"The system keychain is locked, so {what} cannot be read. Unlock it (log in to your desktop "
+            f"The system keychain is locked, so {what} cannot be used. Unlock it (log in to your desktop "
             f"session, or unlock the 'login' keyring in your keychain app) and try again; "
             f"`tiergate keys list` shows which keys are reachable."
         )
@@ -98,6 +98,24 @@ class KeychainUnavailable(SecretError):
         )
         self.key_name = name
         self.reason = reason
+
+
+class KeychainNotOpened(KeychainUnavailable):
+    """A keychain service exists but refused to open or create its default collection (on Linux: a
+    Secret Service with no 'login' keyring yet, whose create/unlock prompt could not be shown)."""
+
+    title = "Keychain could not be opened"
+
+    def __init__(self, name: str | None, detail: str):
+        SecretError.__init__(
+            self,
+            f"The system keychain could not be opened{f' for the key {name!r}' if name else ''} ({detail}). "
+            f"It may have no default keyring yet, or the prompt to create or unlock it could not be shown: "
+            f"create or unlock the 'login' keyring in your keychain app (Seahorse, KWalletManager), or on a "
+            f"headless machine start it unlocked with `gnome-keyring-daemon --unlock`. "
+            f"Tiergate never stores keys in plain text.")
+        self.key_name = name
+        self.reason = detail
 
 
 class InvalidKeyName(SecretError):
@@ -165,8 +183,11 @@ class SecretStore:
             raise
         except kerr.KeyringLocked as exc:
             raise KeychainLocked(name) from exc
-        except (kerr.NoKeyringError, kerr.InitError) as exc:
-            raise KeychainUnavailable(name, f"keyring: {type(exc).__name__}") from exc
+        except kerr.NoKeyringError as exc:
+            raise KeychainUnavailable(name, "keyring found no backend") from exc
+        except kerr.InitError as exc:
+            # e.g. "Failed to create the collection: Prompt dismissed." (keyring's own words, no values)
+            raise KeychainNotOpened(name, f"keyring: {_short(exc)}") from exc
         except Exception as exc:
             # D-Bus errors from SecretStorage/jeepney, Windows/macOS API errors… The message of such an
             # exception names the backend's own problem and never a value we passed in, but keep to the
@@ -294,6 +315,11 @@ def check_key_name(name: str) -> None:
     """Raise InvalidKeyName unless `name` can be a keychain entry name."""
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise InvalidKeyName(str(name))
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def is_valid_key_name(name: str) -> bool:

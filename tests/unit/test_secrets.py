@@ -175,3 +175,20 @@ def test_importing_the_store_does_not_touch_the_keychain() -> None:
             "print(keyring.core._keyring_backend)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"
+
+
+def test_keychain_that_cannot_open_its_collection(memory_keyring: MemoryKeyring, monkeypatch) -> None:
+    from keyring.errors import InitError
+
+    from app.secrets.store import KeychainNotOpened
+
+    def refuse(service, username):
+        raise InitError("Failed to create the collection: Prompt dismissed.")
+
+    monkeypatch.setattr(memory_keyring, "get_password", refuse)
+    with pytest.raises(KeychainNotOpened) as info:
+        SecretStore().get("OPENAI_API_KEY")
+    assert isinstance(info.value, KeychainUnavailable)
+    assert info.value.title == "Keychain could not be opened"
+    assert "'OPENAI_API_KEY'" in info.value.message and "Prompt dismissed" in info.value.message
+    assert "gnome-keyring-daemon --unlock" in info.value.message
