@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import orjson
+
 from app.canonical import (
     ChatRequest,
     DocumentPart,
@@ -75,7 +77,11 @@ def _part_texts(place: str, part: Any) -> Iterator[tuple[str, str]]:
     elif kind is ToolCallPart:
         yield place + ".name", part.name
         if part.arguments:
-            yield place + ".arguments", part.arguments
+            parsed = parse_arguments(part.arguments)
+            if parsed is None:
+                yield place + ".arguments", part.arguments
+            else:
+                yield from _walk(place + ".arguments", parsed)
     elif kind is ToolResultPart:
         if part.name:
             yield place + ".name", part.name
@@ -91,6 +97,17 @@ def _part_texts(place: str, part: Any) -> Iterator[tuple[str, str]]:
         yield from _document_texts(place, part.raw)
     else:  # an unknown part type: fail closed by scanning whatever strings it holds
         yield from _walk(place, getattr(part, "__dict__", None) or _slots(part))
+
+
+def parse_arguments(arguments: str) -> dict[str, Any] | list[Any] | None:
+    """Tool-call arguments as JSON (an object or array), or None when they are not. Scanning the decoded
+    strings matters: in the JSON text a value after a newline reads `\\nAKIA…`, which hides the key's
+    start, and masking inside escapes could break the JSON."""
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, (dict, list)) else None
 
 
 def _document_texts(place: str, raw: dict[str, Any]) -> Iterator[tuple[str, str]]:

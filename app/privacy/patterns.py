@@ -31,6 +31,7 @@ class Hit:
 _TOKEN_CHARS = r"A-Za-z0-9+/_\-"
 _TOKEN = re.compile(rf"[^{_TOKEN_CHARS}]([{_TOKEN_CHARS}]{{15,}}={{0,2}})(?![{_TOKEN_CHARS}=])")
 _TOKEN_AT_START = re.compile(rf"([{_TOKEN_CHARS}]{{15,}}={{0,2}})(?![{_TOKEN_CHARS}=])")
+_ESCAPE_LETTERS = frozenset("nrtbfu")
 MAX_TOKEN = 1024  # longer runs are base64 payloads (images, fonts, archives), not credentials
 
 
@@ -58,7 +59,10 @@ class Text:
             for m in _TOKEN.finditer(s):
                 tok = m.group(1)
                 if len(tok) <= MAX_TOKEN:
-                    out.append((m.start(1), tok))
+                    start = m.start(1)
+                    if s[start - 1] == "\\" and tok[0] in _ESCAPE_LETTERS:  # JSON text: "…\\nAKIA…"
+                        start, tok = start + 1, tok[1:]
+                    out.append((start, tok))
             self._tokens = out
         return self._tokens
 

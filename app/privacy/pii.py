@@ -46,6 +46,8 @@ class EmailDetector:
                 start -= 1
             if start == limit and start > 0 and text[start - 1] in chars:
                 continue  # a longer run than an address allows
+            if start > 0 and text[start - 1] == "\\" and text[start] in "nrt":
+                start += 1  # JSON text: "…\\njane@…"
             while start < i and not text[start].isalnum():
                 start += 1  # the local part starts with a letter or digit
             if start == i:
@@ -215,8 +217,9 @@ def de_tax_id_ok(s: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ passes
-_NUMBER = re.compile(r"[0-9](?<![A-Za-z0-9_.+/\\\-][0-9])(?:[ \-]?[0-9]){7,18}(?![0-9])")
-_INTL_PHONE = re.compile(r"\+(?<![A-Za-z0-9_+)\]]\+)[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,4}\)?)"
+# A digit not glued to a word, number, version or path — or right after a JSON escape such as `\n`.
+_NUMBER = re.compile(r"[0-9](?:(?<![A-Za-z0-9_.+/\\\-][0-9])|(?<=\\[nrt][0-9]))(?:[ \-]?[0-9]){7,18}(?![0-9])")
+_INTL_PHONE = re.compile(r"\+(?:(?<![A-Za-z0-9_+)\]]\+)|(?<=\\[nrt]\+))[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,4}\)?)"
                          r"(?:[ .\-]?[0-9]{2,5}){1,5}(?![0-9\-]|\.[0-9])")
 _NANP_PAREN = re.compile(r"\((?<![A-Za-z0-9_]\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}(?![0-9])")
 _IBAN_SPACED = re.compile(r"[A-Z]{2}[0-9]{2}(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?(?![A-Za-z0-9])")

@@ -264,9 +264,9 @@ class PrivacyPolicy:
             findings = [first] if first is not None else []
         if not findings:
             return _local(raised) if raised else ANY
-        if not raised and self.settings.action == "redact" and all(f.redactable for f in findings):
+        if not raised and self.settings.action == "redact" and all(_maskable(f) for f in findings):
             return PrivacyDecision("any", findings[0].rule, ("detector",), redact=True, findings=tuple(findings))
-        keep = next((f for f in findings if not f.redactable), findings[0]) \
+        keep = next((f for f in findings if not _maskable(f)), findings[0]) \
             if self.settings.action == "redact" else findings[0]
         raised.append(("detector", keep.rule))
         return _local(raised, tuple(findings))
@@ -322,6 +322,11 @@ class PrivacyPolicy:
         return PrivacyRefused(f"{why}, and the tier {tier!r} has no local deployment. Add a local (Ollama) "
                               f"deployment to {tier!r}, or set tiergate_settings.privacy.local_equivalents."
                               f"{tier} to a local tier.")
+
+
+def _maskable(f: Finding) -> bool:
+    """Can redaction hide this finding? Not path rules, not signed reasoning, not image/document URLs."""
+    return f.redactable and not f.place.endswith((".thinking", ".url"))
 
 
 def _local(raised: list[tuple[str, str]], findings: tuple[Finding, ...] = ()) -> PrivacyDecision:
