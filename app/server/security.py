@@ -50,6 +50,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MANAGEMENT_PREFIX = "/tiergate"
 AGENT_KEY = "agent"  # request[AGENT_KEY] -> AgentIdentity
 CORS_ORIGIN_KEY = "cors_origin"  # request[CORS_ORIGIN_KEY] -> allowed origin, for response headers
+RESPONSE_STARTED_KEY = "response_started"  # set when the response's headers are being sent
 
 # Limits not (yet) in ServerSettings: name -> default. Read with _setting().
 _DEFAULTS: dict[str, Any] = {
@@ -190,11 +191,11 @@ def allowed_origin_set(settings: ServerSettings) -> frozenset[str]:
     out = set()
     for entry in settings.allowed_origins:
         if entry.strip() in ("*", "null"):
-            raise ConfigError(f"server.allowed_origins may not contain '{entry.strip()}': list each web "
+            raise ConfigError(f"tiergate_settings.allowed_origins may not contain '{entry.strip()}': list each web "
                               f"origin that may call Tiergate, e.g. http://localhost:3000")
         norm = normalize_origin(entry)
         if norm is None:
-            raise ConfigError(f"server.allowed_origins: '{entry}' is not an origin like http://localhost:3000")
+            raise ConfigError(f"tiergate_settings.allowed_origins: '{entry}' is not an origin like http://localhost:3000")
         out.add(norm)
     return frozenset(out)
 
@@ -218,8 +219,8 @@ def origin_guard(settings: ServerSettings) -> Any:
             return await handler(request)
         norm = normalize_origin(origin)
         if norm is None or norm not in allowed:
-            log.warning("Refused a browser request from %s: origin not in server.allowed_origins", request.remote)
-            raise Forbidden("This web origin may not call Tiergate. Add it to server.allowed_origins in the "
+            log.warning("Refused a browser request from %s: origin not in tiergate_settings.allowed_origins", request.remote)
+            raise Forbidden("This web origin may not call Tiergate. Add it to tiergate_settings.allowed_origins in the "
                             "config if it should.", title="Origin not allowed")
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return preflight_response(request, norm)
@@ -255,7 +256,9 @@ def _is_token(name: str) -> bool:
 
 async def cors_response_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`app.on_response_prepare` hook: CORS headers for allowlisted origins on every response (errors
-    included), and never `Access-Control-Allow-Origin: *` (e.g. copied from an upstream)."""
+    included), and never `Access-Control-Allow-Origin: *` (e.g. copied from an upstream). Also marks
+    the request as having started its response (see timeout_guard)."""
+    request[RESPONSE_STARTED_KEY] = True
     if response.headers.get("Access-Control-Allow-Origin", "").strip() == "*":
         del response.headers["Access-Control-Allow-Origin"]
     origin = request.get(CORS_ORIGIN_KEY)
@@ -275,7 +278,7 @@ def size_guard(settings: ServerSettings) -> Any:
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
             raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes "
-                                  f"(server.max_body_bytes).")
+                                  f"(tiergate_settings.max_body_bytes).")
         return await handler(request)
 
     return size_guard_mw
@@ -289,7 +292,7 @@ async def read_body(request: web.Request, settings: ServerSettings) -> bytes:
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes "
-                              f"(server.max_body_bytes).") from None
+                              f"(tiergate_settings.max_body_bytes).") from None
     except TimeoutError:
         raise RequestTimedOut("The request body arrived too slowly.") from None
 
@@ -303,10 +306,14 @@ def timeout_guard(settings: ServerSettings) -> Any:
             async with asyncio.timeout(settings.request_timeout) as cm:
                 return await handler(request)
         except TimeoutError:
-            if cm.expired():
-                raise RequestTimedOut(f"The request took longer than {settings.request_timeout:g} s "
-                                      f"(server.request_timeout).") from None
-            raise
+            if not cm.expired():
+                raise
+            if request.get(RESPONSE_STARTED_KEY) and request.transport is not None:
+                # Mid-stream: no error response can follow the bytes already sent; cut the connection
+                # so the client sees a truncated stream, not a 408 spliced into it.
+                request.transport.close()
+            raise RequestTimedOut(f"The request took longer than {settings.request_timeout:g} s "
+                                  f"(tiergate_settings.request_timeout).") from None
 
     return timeout_guard_mw
 
@@ -325,7 +332,7 @@ def concurrency_guard(settings: ServerSettings,
         if not applies(request):
             return await handler(request)
         if active >= cap:
-            raise RateLimited(f"Tiergate is already relaying {cap} requests (server.max_concurrent_streams); "
+            raise RateLimited(f"Tiergate is already relaying {cap} requests (tiergate_settings.max_concurrent_streams); "
                               f"retry shortly.", details={"retry_after": 1})
         active += 1
         try:

@@ -114,7 +114,15 @@ class World:
         app.router.add_get("/v1/models", whoami)
         app.router.add_get("/v1/star", star)
         app.router.add_post("/v1/wait", wait)
+        async def slow_stream(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b"data: first\n\n")
+            await asyncio.sleep(30)
+            return response
+
         app.router.add_get("/v1/slow", slow)
+        app.router.add_get("/v1/slow-stream", slow_stream)
         app.router.add_get("/tiergate/status", whoami)
         app.router.add_post("/tiergate/privacy", whoami)
         app.router.add_get("/health", whoami)
@@ -495,6 +503,17 @@ async def test_request_time_limit(world: World) -> None:
     client = await world.start(Settings(request_timeout=0.2))
     r = await client.get("/v1/slow", headers=bearer(world.aider))
     assert r.status == 408 and (await r.json())["error"]["type"] == "request_timeout"
+
+
+async def test_request_time_limit_mid_stream_cuts_the_connection(world: World) -> None:
+    import aiohttp
+
+    client = await world.start(Settings(request_timeout=0.2))
+    r = await client.get("/v1/slow-stream", headers=bearer(world.aider), timeout=aiohttp.ClientTimeout(total=20))
+    assert r.status == 200
+    assert await r.content.readuntil(b"\n\n") == b"data: first\n\n"
+    with pytest.raises(aiohttp.ClientPayloadError):  # truncated, not a 408 spliced into the stream
+        await r.read()
 
 
 async def test_concurrent_stream_cap(world: World) -> None:
