@@ -45,6 +45,10 @@ class Tiergate:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bus = bus or EventBus()
         self.env = os.environ if env is None else env
+        if secret_store is None:
+            from app.secrets.store import SecretStore
+
+            secret_store = SecretStore()
         self.secret_store = secret_store
         self.keychain_lookup = keychain_lookup or (secret_store.get if secret_store is not None else None)
         self.access_log = access_log_enabled
@@ -142,8 +146,7 @@ class Tiergate:
         await self.ledger.start()
         await self.budgets.seed(self.ledger)
         await self.cache.start()
-        if self.secret_store is not None:
-            register_secrets(self._provider_keys)
+        register_secrets(self._provider_keys)
         middlewares = security_middlewares(self.config.server, self.agents, self.secret_store,
                                            public_paths=("/health",))
         app = create_app(self, extra_middlewares=[*middlewares, *(self.extra_middlewares or [])])

@@ -81,9 +81,12 @@ def wrk(url: str, body: dict, headers: dict, *, conns: int, duration: float) -> 
         lines.append(f'wrk.headers["{k}"] = "{v}"')
     script.write("\n".join(lines))
     script.close()
-    out = subprocess.run(["wrk", "-t1" if conns == 1 else "-t2", f"-c{conns}", f"-d{duration}s", "--latency",
-                          "-s", script.name, url], capture_output=True, text=True).stdout
+    proc = subprocess.run(["wrk", "-t1" if conns == 1 else "-t2", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
+                           "-s", script.name, url], capture_output=True, text=True)
     os.unlink(script.name)
+    out = proc.stdout
+    if "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed against {url}: {proc.stdout[-500:]} {proc.stderr[-500:]}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     lat = {}
@@ -152,7 +155,7 @@ def main() -> None:
         # an agent key for the bench, created with the CLI like a user would
         agent_key = subprocess.run([PY, "-m", "app", "--config", str(cfg), "agents", "add", "bench"],
                                    capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT
-                                   ).stdout.strip().split()[-1]
+                                   ).stdout.strip().splitlines()[0].strip()
         t0 = time.perf_counter()
         tg = spawn([PY, "-m", "app", "--config", str(cfg), "serve", "--log-level", "WARNING"], env)
         procs.append(tg)
