@@ -53,7 +53,8 @@ class PullTracker:
                 layer.total = int(total)
             if completed is not None:
                 layer.completed = max(layer.completed, int(completed))
-                self._baseline.setdefault(digest, int(completed))
+            # what the layer had when this pull first reported it (no "completed" yet: nothing)
+            self._baseline.setdefault(digest, layer.completed)
         now = self.clock()
         self._samples.append((now, self.session_bytes))
         while len(self._samples) > 2 and now - self._samples[1][0] >= SPEED_WINDOW:

@@ -219,6 +219,7 @@ class FakeOllama(FakeServer):
         self.loads: list[tuple[str, int]] = []  # (model, num_ctx) each time a model is (re)loaded
         self.unloads: list[str] = []
         self.pull_starts: list[dict[str, int]] = []  # per pull: layer digest -> bytes it resumed from
+        self.active_pulls = 0  # pull handlers still running (a cancelled client's ends a moment later)
         self.ids = Ids(seed)
         for model, installed in (models if models is not None else default_models()):
             self.add_model(model, installed=installed)
@@ -374,21 +375,25 @@ class FakeOllama(FakeServer):
                     return self._error(500, line["error"])
                 last = line
             return web.json_response(last)
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
-        fault = self.stream_fault(request)
-        n = 0
-        async for line in lines:
-            if fault is not None and n >= fault.chunks:
-                assert request.transport is not None
-                request.transport.abort()
-                raise asyncio.CancelledError()
-            await resp.write(orjson.dumps(line) + b"\n")
-            n += 1
-            if "error" in line:
-                break
-        await resp.write_eof()
-        return resp
+        self.active_pulls += 1
+        try:
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
+            await resp.prepare(request)
+            fault = self.stream_fault(request)
+            n = 0
+            async for line in lines:
+                if fault is not None and n >= fault.chunks:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    raise asyncio.CancelledError()
+                await resp.write(orjson.dumps(line) + b"\n")
+                n += 1
+                if "error" in line:
+                    break
+            await resp.write_eof()
+            return resp
+        finally:
+            self.active_pulls -= 1
 
     async def _pull_lines(self, model: FakeModel | None):  # noqa: ANN202 - async generator of dicts
         yield {"status": "pulling manifest"}
