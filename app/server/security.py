@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MANAGEMENT_PREFIX = "/tiergate"
-AGENT_KEY = "agent"  # request[AGENT_KEY] -> AgentIdentity
-CORS_ORIGIN_KEY = "cors_origin"  # request[CORS_ORIGIN_KEY] -> allowed origin, for response headers
-RESPONSE_STARTED_KEY = "response_started"  # set when the response's headers are being sent
+# request["agent"] -> AgentIdentity. A plain string key because handlers read request.get("agent")
+# (aiohttp warns once per process about string keys; a web.RequestKey can replace it with the readers).
+AGENT_KEY = "agent"
+CORS_ORIGIN_KEY: web.RequestKey[str] = web.RequestKey("tiergate_cors_origin", str)  # allowlisted origin
+RESPONSE_STARTED_KEY: web.RequestKey[bool] = web.RequestKey("tiergate_response_started", bool)
 
 # Limits not (yet) in ServerSettings: name -> default. Read with _setting().
 _DEFAULTS: dict[str, Any] = {
