@@ -303,12 +303,12 @@ class OllamaManager:
         system reports memory pressure."""
         if not self.settings.guard:
             return
-        budget = self.memory.budget_bytes(h)
+        mem = self.memory.system() if h.local else None
+        budget = self.memory.budget_bytes(h, mem)
         if budget is None:
             return
         facts = await self.facts(h, model)
         need = self.memory.estimate(facts, num_ctx=num_ctx or OLLAMA_DEFAULT_CONTEXT).total_bytes
-        mem = self.memory.system() if h.local else None
         current = [m for m in loaded if not same_model(m.name, model)]
         while True:
             used = sum(m.size_bytes for m in current)
