@@ -316,6 +316,21 @@ async def test_management_api_needs_master_key(client: TestClient, world: World)
     assert (await r.json()) == {"agent": "master", "master": True}
 
 
+@pytest.mark.parametrize("target", ["/v1/../tiergate/status", "/%74iergate/status", "/tiergate%2Fstatus",
+                                    "//tiergate/status", "/tiergate/status?x=/v1/models", "/tiergate/./status"])
+async def test_management_api_cannot_be_reached_through_path_tricks(client: TestClient, world: World,
+                                                                    target: str) -> None:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {world.aider}\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    status = int(response.split(b" ", 2)[1])
+    assert status in (400, 403, 404), response[:200]
+    assert b'"master"' not in response  # the management handler never ran for an agent key
+
+
 async def test_agent_identity_carries_policy(world: World) -> None:
     identity = world.registry.authenticate(world.aider)
     assert identity.allowed_tiers == ("coder",)
@@ -611,3 +626,10 @@ def test_fuzzed_headers_never_crash_and_only_valid_keys_pass(fuzz_world: FuzzWor
     else:
         keys = sec.presented_keys(request)
         assert (agent == "aider" and w.aider in keys) or (agent == "master" and w.master in keys)
+
+
+async def test_without_a_secret_store_only_agent_keys_work(world: World) -> None:
+    world.store = None
+    client = await world.start(Settings())
+    assert (await client.get("/v1/models", headers=bearer(world.aider))).status == 200
+    assert (await client.get("/tiergate/status", headers=bearer(world.master))).status == 401
