@@ -18,7 +18,6 @@ from tests.keyring_fixtures import (  # noqa: F401
     PlantedSecrets,
     memory_keyring,
     no_keyring,
-    plant_secrets,
     secrets_test_plant,
 )
 

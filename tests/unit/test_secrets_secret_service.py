@@ -26,7 +26,7 @@ import keyring
 import keyring.core
 import pytest
 
-from app.secrets.store import SERVICE, KeychainLocked, SecretStore
+from app.secrets.store import SERVICE, SecretStore
 
 pytestmark = [
     pytest.mark.secret_service,
