@@ -34,11 +34,13 @@ from app.ollama.errors import OllamaUnavailable
 from app.ollama.hosts import OllamaHost, OllamaSettings, is_loopback, normalize_url, parse_settings
 from app.ollama.manager import OllamaManager
 from app.ollama.memory import MemoryPlanner
+from app.ollama.registry import DEFAULT_REGISTRY
 from app.ollama.system_memory import SystemMemory
 from app.ollama.types import FitReport, LoadedModel, ModelInfo
 from app.ollama.units import GiB, human_bytes, human_duration, human_rate
 
 DEFAULT_HOST = "http://localhost:11434"
+REGISTRY: str | None = DEFAULT_REGISTRY  # where model sizes are looked up before a pull (tests: the fake)
 
 
 def register(subparsers: Any) -> None:
@@ -89,7 +91,7 @@ async def _with_manager(func: Callable[..., Awaitable[int]], args: argparse.Name
     planner = MemoryPlanner(settings)
     if getattr(args, "size", None):
         planner.size_overrides[args.name] = int(args.size * GiB)
-    manager = OllamaManager([host], EventBus(), planner, settings=settings)
+    manager = OllamaManager([host], EventBus(), planner, settings=settings, registry=REGISTRY)
     try:
         return await func(manager, args, out, err)
     except OllamaUnavailable as e:

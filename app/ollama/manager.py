@@ -52,7 +52,7 @@ def ollama_installed() -> bool:
 class OllamaManager:
     def __init__(self, hosts: Sequence[OllamaHost], bus: EventBus, memory: MemoryPlanner, *,
                  settings: OllamaSettings | None = None, registry: str | None = DEFAULT_REGISTRY,
-                 installed: Callable[[], bool] = ollama_installed, clock: Callable[[], float] = time.monotonic,
+                 installed: Callable[[], bool] | None = None, clock: Callable[[], float] = time.monotonic,
                  client_factory: Callable[[OllamaHost], OllamaClient] = OllamaClient,
                  health_timeout: float = 3.0):
         if not hosts:
@@ -117,7 +117,7 @@ class OllamaManager:
             result = HostHealth(h.name, h.url, "ok", f"Ollama {version} is running".replace("  ", " "),
                                 version=version, checked_at=now)
         except OllamaUnavailable:
-            if h.local and not self._installed():
+            if h.local and not (self._installed or ollama_installed)():
                 result = HostHealth(h.name, h.url, "not_installed", "Ollama is not installed on this machine",
                                     FIX_INSTALL, checked_at=now)
             elif h.local:
