@@ -7,6 +7,7 @@ unload) and version. Create and push are deliberately absent: Tiergate never bui
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any, AsyncIterator
 
 import httpx
@@ -25,9 +26,18 @@ class OllamaClient:
     def __init__(self, host: OllamaHost, *, timeout: httpx.Timeout | float | None = None):
         self.host = host
         self._client = ollama.AsyncClient(host=host.url, timeout=timeout or DEFAULT_TIMEOUT)
+        # The client sends OLLAMA_API_KEY (an ollama.com key) to whatever host it talks to; a machine on the
+        # user's network has no business receiving it.
+        http = getattr(self._client, "_client", None)
+        if http is not None and os.environ.get("OLLAMA_API_KEY"):
+            http.headers.pop("authorization", None)
 
     async def close(self) -> None:
-        await self._client._client.aclose()  # AsyncClient has no public close in every release
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            await close()
+        else:  # older clients: close the underlying httpx client
+            await self._client._client.aclose()
 
     # ------------------------------------------------------------------------------------ requests
     async def version(self) -> str:

@@ -230,3 +230,11 @@ async def test_errors_are_typed(manager: OllamaManager, fake_ollama: FakeOllama)
     fake_ollama.faults.append(Fault.drop())
     with pytest.raises(OllamaUnavailable):
         await manager.ps()
+
+
+async def test_an_ollama_com_key_is_not_sent_to_hosts(fake_ollama: FakeOllama, monkeypatch):
+    monkeypatch.setenv("OLLAMA_API_KEY", "sk-ollama-cloud-key")
+    m, _ = make([OllamaHost("local", fake_ollama.base_url)])
+    await m.list_models()
+    assert "authorization" not in {k.lower() for k in fake_ollama.requests[-1].headers}
+    await m.close()
