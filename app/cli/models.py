@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable, TextIO
 
 import orjson
 
+from app.config.schema import Deployment
 from app.events import EventBus, PullProgress
 from app.ollama.errors import OllamaUnavailable
 from app.ollama.hosts import OllamaHost, OllamaSettings, is_loopback, normalize_url, parse_settings
@@ -86,12 +87,15 @@ def _run(func: Callable[..., Awaitable[int]], args: argparse.Namespace, out: Tex
 
 async def _with_manager(func: Callable[..., Awaitable[int]], args: argparse.Namespace, out: TextIO,
                         err: TextIO) -> int:
-    settings = _settings(args, err)
+    settings, deployments = _settings(args, err)
     host = _host(args, settings)
     planner = MemoryPlanner(settings)
     if getattr(args, "size", None):
         planner.size_overrides[args.name] = int(args.size * GiB)
-    manager = OllamaManager([host], EventBus(), planner, settings=settings, registry=REGISTRY)
+    # The chosen host first (commands act on it); the other configured hosts for context advice.
+    hosts = [host, *(h for h in settings.hosts if h.name != host.name and h.url != host.url)]
+    manager = OllamaManager(hosts, EventBus(), planner, settings=settings, registry=REGISTRY)
+    manager.deployments = deployments  # type: ignore[attr-defined] - for `recommend`
     try:
         return await func(manager, args, out, err)
     except OllamaUnavailable as e:
@@ -103,24 +107,25 @@ async def _with_manager(func: Callable[..., Awaitable[int]], args: argparse.Name
         await manager.close()
 
 
-def _settings(args: argparse.Namespace, err: TextIO) -> OllamaSettings:
-    """tiergate_settings.ollama from the config when there is one that loads; defaults otherwise."""
+def _settings(args: argparse.Namespace, err: TextIO) -> tuple[OllamaSettings, list[Deployment]]:
+    """tiergate_settings.ollama and the deployments from the config when one loads; defaults otherwise."""
     path = getattr(args, "config", None)
     try:
         from app.paths import default_config_path
 
         file = Path(path) if path else default_config_path()
     except Exception:  # noqa: BLE001 - no config location: defaults
-        return OllamaSettings()
+        return OllamaSettings(), []
     if not file.exists():
-        return OllamaSettings()
+        return OllamaSettings(), []
     try:
         from app.config import load_config
 
-        return parse_settings(load_config(file).section("ollama"))
+        config = load_config(file)
+        return parse_settings(config.section("ollama")), list(config.deployments)
     except Exception as e:  # noqa: BLE001 - a broken config must not stop `models` from working
         print(f"Note: ignoring the config ({getattr(e, 'message', type(e).__name__)}); using defaults.", file=err)
-        return OllamaSettings()
+        return OllamaSettings(), []
 
 
 def _host(args: argparse.Namespace, settings: OllamaSettings) -> OllamaHost:
@@ -316,13 +321,19 @@ def render_fit(r: FitReport) -> str:
 async def cmd_recommend(m: OllamaManager, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     mem = m.memory.system()
     recs = m.memory.recommend(mem)
+    advice = await m.context_advice(getattr(m, "deployments", []))
     if args.json:
-        _json(out, {"memory": mem, "budget_bytes": m.memory.budget_bytes(None, mem), "recommendations": recs})
+        _json(out, {"memory": mem, "budget_bytes": m.memory.budget_bytes(None, mem), "recommendations": recs,
+                    "context": advice})
         return 0
     out.write(describe_memory(mem, m.memory.budget_bytes(None, mem)) + "\n")
     rows = [[r.role, r.model or "(cloud)", str(r.num_ctx) if r.model else "-",
              human_bytes(r.estimate_bytes) if r.model else "-", r.why] for r in recs]
     _table(out, ["ROLE", "MODEL", "CONTEXT", "NEEDS", "WHY"], rows)
+    if advice:
+        out.write("\nContext length of the configured local deployments:\n")
+        for a in advice:
+            out.write(f"  {a.deployment}: {a.message}\n")
     return 0
 
 

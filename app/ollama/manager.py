@@ -450,8 +450,13 @@ class OllamaManager:
             h = self.host_for(d.api_base)
             if h is None:
                 continue
-            facts = await self.facts(h, d.model)
-            loaded = await self._loaded_models(h, PS_MAX_AGE)
+            try:
+                facts = await self.facts(h, d.model)
+                loaded = await self._loaded_models(h, PS_MAX_AGE)
+            except TiergateError as e:
+                out.append(ContextAdvice(d.id, d.model, h.name, d.context_length, d.context_length or 0, False,
+                                         f"{d.model} on {h.name}: cannot check ({e.message})"))
+                continue
             report = self.memory.fit(facts, host=h, loaded=loaded, num_ctx=d.context_length or OLLAMA_DEFAULT_CONTEXT,
                                      lru=self.book.lru(h.name))
             free = report.free_bytes if report.budget_bytes else 1 << 62

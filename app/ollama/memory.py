@@ -18,7 +18,8 @@ The estimate of a loaded model's resident size (what `/api/ps` reports as `size`
 5. overhead: 256 MiB for the runner process and backend buffers.
 
 tests/unit/test_ollama_estimate.py checks the totals against sizes Ollama reported for loaded models
-(within 8 %) and the KV cache and graph parts against Ollama's logged figures (to the byte). Without the
+(within 8 %) and the KV cache and graph parts against the figures Ollama logged for them (equal as Ollama
+prints them, to 0.1 MiB / GiB). Without the
 architecture fields (a model neither installed nor in the catalogue) the KV cache is taken as 128 KiB per
 token scaled by sqrt(parameters / 8 billion) and the graph as 512 MiB: rough, and marked so.
 

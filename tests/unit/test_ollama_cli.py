@@ -205,15 +205,20 @@ def test_host_from_environment_and_config(fake, monkeypatch, tmp_path):
   - model_name: helper
     litellm_params:
       model: ollama_chat/gemma3:4b
+      api_base: {fake.base_url}
 tiergate_settings:
   ollama:
     hosts:
       - name: box
         url: {fake.base_url}
-    memory_budget_gb: 6
+    memory_budget_gb: 5.5
 """)
     code, out, _ = run(None, "recommend", config=str(config), host="box")
-    assert code == 0 and "Budget for local models: 6.0 GiB." in out
+    assert code == 0 and "Budget for local models: 5.5 GiB." in out
+    assert out.splitlines()[-2:] == [
+        "Context length of the configured local deployments:",
+        "  helper/ollama/gemma3:4b: gemma3:4b has no context_length: Ollama will use its default of 4096 tokens, "
+        "too small for agents (they need 32768+); set context_length: 16384"]
 
 
 def test_progress_line_and_relative_times():
