@@ -196,10 +196,15 @@ class OllamaManager:
 
     async def _installed_size(self, h: OllamaHost, model: str) -> int | None:
         cached = self._tags.get(h.name)
-        models = cached[1] if cached and self._clock() - cached[0] < TAGS_MAX_AGE else await self.list_models(h)
-        for m in models:
-            if same_model(m.name, model):
-                return m.size_bytes
+        fresh = not (cached and self._clock() - cached[0] < TAGS_MAX_AGE)
+        models = await self.list_models(h) if fresh else cached[1]  # type: ignore[index]
+        for _ in range(2):
+            for m in models:
+                if same_model(m.name, model):
+                    return m.size_bytes
+            if fresh:
+                return None
+            models, fresh = await self.list_models(h), True  # installed since the last listing?
         return None
 
     async def facts(self, host: OllamaHost | str | None, model: str) -> ModelFacts:
@@ -267,11 +272,16 @@ class OllamaManager:
         """Load (warm up) `model`. The guard makes room first; if it still does not fit, NotEnoughMemory is
         raised unless `force`."""
         h = self.host(host)
+        ctx = num_ctx or OLLAMA_DEFAULT_CONTEXT
         async with self.book.load_lock(h.name):
             loaded = await self.ps(h)
+            if not force:  # nothing is unloaded for a model that could not fit anyway
+                report = await self.fit(h, model, num_ctx=ctx)
+                if not report.fits and not (self.settings.guard and report.unload):
+                    raise NotEnoughMemory(report.message + " (load with --force to try anyway)")
             await self._make_room(h, model, num_ctx, loaded)
             if not force:
-                report = await self.fit(h, model, num_ctx=num_ctx or OLLAMA_DEFAULT_CONTEXT)
+                report = await self.fit(h, model, num_ctx=ctx)
                 if not report.fits:
                     raise NotEnoughMemory(report.message + " (load with --force to try anyway)")
             return await self._do_load(h, model, num_ctx, keep_alive, reason)

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from app.events import EventBus, ModelLoadChanged
-from app.ollama import (MemoryPlanner, ModelNotInstalled, OllamaHost, OllamaManager, OllamaSettings,
+from app.ollama import (MemoryPlanner, ModelNotInstalled, NotEnoughMemory, OllamaHost, OllamaManager, OllamaSettings,
                         OllamaUnavailable, SystemMemory)
 from app.ollama.units import GiB
 from tests.fakes.ollama_fixtures import fake_ollama  # noqa: F401
@@ -160,3 +160,16 @@ async def test_a_model_that_cannot_be_served_fails_before_the_request(fake: Fake
         async with m.acquire("local", "a:1b"):
             raise AssertionError("not reached")
     assert e.value.retryable
+
+
+async def test_a_user_load_makes_room_or_refuses_without_unloading(fake: FakeOllama):
+    m, events = make(fake, budget_gib=9)
+    for name in ("a:1b", "b:1b"):
+        async with m.acquire("local", name):
+            pass
+    await m.load("local", "c:1b")  # 8 + 3.9 GiB > 9: the guard unloads a, the least recently used
+    assert changes(events)[-2:] == [("a:1b", False, "memory_guard"), ("c:1b", True, "warm_up")]
+    fake.add_model(FakeModel("huge:70b", size=40 * GiB, model_info=llama_info()))
+    with pytest.raises(NotEnoughMemory):
+        await m.load("local", "huge:70b")
+    assert sorted(fake.loaded) == ["b:1b", "c:1b"]  # nothing unloaded for a model that can never fit
