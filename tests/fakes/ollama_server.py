@@ -73,17 +73,15 @@ class FakeModel:
     loaded_size: int | None = None  # what /api/ps reports when loaded (default: size x 1.15 + 256 MiB)
     vram_fraction: float = 1.0  # share of loaded_size in GPU memory
     embedding_dim: int = 8
+    digest: str = ""  # manifest digest /api/tags and /api/ps show (default: derived from the name)
 
     def __post_init__(self) -> None:
         self.name = _key(self.name)
+        self.digest = self.digest or _sha(self.name + ":manifest")
         if self.layers is None:
             small = [(f"sha256:{_sha(self.name + ':template')}", 1_429), (f"sha256:{_sha(self.name + ':params')}", 96)]
             self.layers = [(f"sha256:{_sha(self.name + ':model')}", self.size - 1_525), *small]
         self.size = sum(s for _, s in self.layers)
-
-    @property
-    def digest(self) -> str:
-        return _sha(self.name + ":manifest")
 
     @property
     def resident(self) -> int:
@@ -338,7 +336,7 @@ class FakeOllama(FakeServer):
             return self._error(404, f'model "{src}" not found')
         if not dst:
             return self._error(400, f'destination "{dst}" is invalid')
-        self.installed[_key(dst)] = replace(m, name=dst, layers=list(m.layers or []), modified_at=_now())
+        self.installed[_key(dst)] = replace(m, name=dst, layers=list(m.layers or []), modified_at=_now())  # same manifest: same digest
         return web.Response(status=200)
 
     async def _manifest(self, request: web.Request) -> web.Response:
