@@ -124,7 +124,8 @@ class OllamaClient:
         except Exception as e:  # noqa: BLE001
             raise self.map_error(e, source) from e
 
-    async def load(self, model: str, *, num_ctx: int | None = None, keep_alive: str | int | float | None = None) -> None:
+    async def load(self, model: str, *, num_ctx: int | None = None,
+                   keep_alive: str | int | float | None = None) -> None:
         """Load (warm up) `model`: /api/generate with no prompt. Options must match the requests that will
         follow, or Ollama loads the model again for them."""
         options = {"num_ctx": num_ctx} if num_ctx else None

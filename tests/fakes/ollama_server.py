@@ -336,7 +336,8 @@ class FakeOllama(FakeServer):
             return self._error(404, f'model "{src}" not found')
         if not dst:
             return self._error(400, f'destination "{dst}" is invalid')
-        self.installed[_key(dst)] = replace(m, name=dst, layers=list(m.layers or []), modified_at=_now())  # same manifest: same digest
+        # a copy is the same manifest under another name: same digest, as with `ollama cp`
+        self.installed[_key(dst)] = replace(m, name=dst, layers=list(m.layers or []), modified_at=_now())
         return web.Response(status=200)
 
     async def _manifest(self, request: web.Request) -> web.Response:

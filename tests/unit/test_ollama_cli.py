@@ -50,7 +50,8 @@ def machine(monkeypatch, tmp_path):
     return memory
 
 
-def run(fake: FakeOllama | None, *argv: str, config: str | None = None, host: str | None = None) -> tuple[int, str, str]:
+def run(fake: FakeOllama | None, *argv: str, config: str | None = None,
+        host: str | None = None) -> tuple[int, str, str]:
     args = ["--config", config or "/nonexistent/tiergate.yaml", "models"]
     if host or fake is not None:
         args += ["--host", host or fake.base_url]
@@ -224,7 +225,8 @@ tiergate_settings:
 def test_progress_line_and_relative_times():
     e = PullProgress(host="local", model="m", status="pulling 7a7a7a7a7a7a", completed=3 * GiB, total=4 * GiB,
                      bytes_per_second=50 * MiB, eta_seconds=20.4)
-    assert render_progress(e, width=8) == ("pulling 7a7a7a7a7a7a    75% ▕██████  ▏ 3.0 GiB/4.0 GiB  50.0 MiB/s  20s")
+    assert render_progress(e, width=8) == (
+        "pulling 7a7a7a7a7a7a    75% ▕██████  ▏ 3.0 GiB/4.0 GiB  50.0 MiB/s  20s")
     assert render_progress(PullProgress(host="l", model="m", status="pulling manifest")) == "pulling manifest"
     from datetime import datetime, timedelta, timezone
 

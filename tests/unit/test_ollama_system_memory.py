@@ -100,8 +100,10 @@ def test_parse_memory_pressure():
 
 
 PSI_CALM = "some avg10=0.00 avg60=0.00 avg300=0.00 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=67\n"
-PSI_STALLING = "some avg10=35.12 avg60=20.00 avg300=5.00 total=9912345\nfull avg10=3.10 avg60=1.00 avg300=0.20 total=99\n"
-PSI_THRASHING = "some avg10=80.00 avg60=60.00 avg300=30.00 total=9912345\nfull avg10=42.00 avg60=30.00 avg300=9.00 total=99\n"
+PSI_STALLING = ("some avg10=35.12 avg60=20.00 avg300=5.00 total=9912345\n"
+                "full avg10=3.10 avg60=1.00 avg300=0.20 total=99\n")
+PSI_THRASHING = ("some avg10=80.00 avg60=60.00 avg300=30.00 total=9912345\n"
+                 "full avg10=42.00 avg60=30.00 avg300=9.00 total=99\n")
 
 
 @pytest.mark.parametrize("psi, available, pressure", [
