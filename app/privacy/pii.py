@@ -50,8 +50,8 @@ class EmailDetector:
                 start += 1  # JSON text: "…\\njane@…"
             while start < i and not text[start].isalnum():
                 start += 1  # the local part starts with a letter or digit
-            if start == i:
-                continue
+            if start == i or text[start - 3:start] == "://":
+                continue  # nothing left, or the user part of a URL (`https://user@host`)
             dm = domain_re.match(text, i + 1)
             if dm is None:
                 continue

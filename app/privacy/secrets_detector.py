@@ -101,7 +101,7 @@ _JWT = re.compile(r"(eyJ[A-Za-z0-9_\-]{8,})\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\
 _PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
                           r"(?:[\s\S]{0,12000}?-----END [A-Z0-9 ]*-----)?")
 _PUTTY = re.compile(r"PuTTY-User-Key-File-[0-9]")
-_URL_CRED = re.compile(r"://[^\s/:@\"'<>\\]{1,64}:([^\s/@\"'<>\\]{1,128})@(?=[\w\[])")
+_URL_CRED = re.compile(r"://[^\s/:@\"'<>\\]{0,64}:([^\s/@\"'<>\\]{1,128})@(?=[\w\[])")
 _SLACK_HOOK = re.compile(r"hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+")
 
 
@@ -174,13 +174,11 @@ class SecretDetector:
     def _token_hits(self, s: str, tokens: list[tuple[int, str]]) -> Iterator[Hit]:
         prefixed, prefixes, entropy, jwt = self._prefixed, _PREFIXES, self._entropy, self._jwt
         for start, tok in tokens:
-            if prefixed is not None and tok.startswith(prefixes):
-                pm = prefixed.match(tok)
-                if pm is not None:
-                    group = pm.lastgroup or ""
-                    if group not in _RANDOM_BODY or has_digit_and_letter(pm.group(0)[3:]):
-                        yield Hit(self._rules[group], start, start + pm.end())
-                        continue
+            if prefixed is not None:
+                hit = self._prefixed_hit(start, tok)
+                if hit is not None:
+                    yield hit
+                    continue
             if jwt and tok.startswith("eyJ"):
                 jm = _JWT.match(s, start)
                 if jm is not None and _jwt_ok(jm):
@@ -195,6 +193,21 @@ class SecretDetector:
                         continue
             if entropy and high_entropy(tok, s, start):
                 yield Hit("secret.high_entropy", start, start + len(tok))
+
+    def _prefixed_hit(self, start: int, tok: str) -> Hit | None:
+        """A known key at the token's start or right after a `/` in it (`https://KEY@host`, `/keys/KEY`)."""
+        assert self._prefixed is not None
+        offset = 0
+        while True:
+            if tok.startswith(_PREFIXES, offset):
+                pm = self._prefixed.match(tok, offset)
+                if pm is not None:
+                    group = pm.lastgroup or ""
+                    if group not in _RANDOM_BODY or has_digit_and_letter(pm.group(0)[3:]):
+                        return Hit(self._rules[group], start + offset, start + pm.end())
+            offset = tok.find("/", offset) + 1
+            if not offset:
+                return None
 
     def _before_hit(self, s: str, tok: str, start: int, before: str) -> Hit | None:
         """Tokens identified by the characters just before them: `SG.`, `hvs.`, `AccountKey=`, `<bot id>:`."""
