@@ -100,7 +100,7 @@ _PLACEHOLDER = re.compile(
       | <[^>]*>                         # <your-token>
       | \[[^\]]*\]                      # [REDACTED]
       | [*xX•#.\-_]+                    # ****, xxxx, ....
-      | «TG_[A-Z_]+_\d+»                # our own redaction placeholders
+      | (?i:«TG_[A-Z_]+_\d+»)          # our own redaction placeholders
       | (?i:(?:your|my|some|the|new|old)[-_]?\w*)
       | (?i:(?:changeme|change[-_]me|password|passwd|pass|secret|token|example|sample|dummy|test|testing|
              placeholder|redacted|hidden|none|null|nil|undefined|true|false|todo|fixme|xxx|foo|bar|baz|

@@ -59,6 +59,7 @@ def glob_to_regex(glob: str) -> str:
         else:
             out.append(re.escape(ch))
         i += 1
+    out.append(r"(?![A-Za-z0-9_.\-])")  # the whole name: `Medical` is not `MedicalBills`
     return "".join(out)
 
 
@@ -70,14 +71,9 @@ def path_variants(glob: str, home: str | None = None) -> list[str]:
     return [glob]
 
 
-_GLOBAL_FLAGS = re.compile(r"^\(\?[aiLmsux]+\)")
-
-
-def _wrap(group: str, source: str) -> "re.Pattern[str]":
-    """`source` (a user regex) inside a named group; leading global flags like `(?i)` kept global."""
-    flags = re.compile(source).flags  # raises re.error for a bad regex (validated at config time)
-    body = _GLOBAL_FLAGS.sub("", source, count=1)
-    return re.compile(f"(?P<{group}>{body})", flags)
+def _wrap(source: str) -> "re.Pattern[str]":
+    """A user regex, compiled alone: its flags and groups are the user's (validated at config time)."""
+    return re.compile(source)
 
 
 class RuleDetector:
