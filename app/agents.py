@@ -59,7 +59,7 @@ class AgentPolicy:
 
 @dataclass(frozen=True, slots=True)
 class AgentIdentity:
-    """Who made a request. Set by the auth middleware as `request["agent"]`."""
+    """Who made a request. Set by the auth middleware as `request[app.server.security.AGENT_KEY]`."""
 
     name: str  # appears in every usage record
     is_master: bool = False  # master key: management API allowed, no per-agent limits

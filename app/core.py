@@ -151,8 +151,10 @@ class Tiergate:
                                            public_paths=("/health",))
         app = create_app(self, extra_middlewares=[*middlewares, *(self.extra_middlewares or [])])
         app.on_response_prepare.append(cors_response_headers)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=2.0)
+        from app.server.security import server_limits
+
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                                    **server_limits(self.config.server))
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, reuse_address=True)
         await site.start()

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import _venv
 
@@ -23,6 +24,8 @@ env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1")
 
 if sys.platform.startswith("linux") and shutil.which("dbus-run-session") and shutil.which("gnome-keyring-daemon"):
     env["TIERGATE_TEST_SECRET_SERVICE"] = "1"
+    # A private keyring directory: an existing login keyring with another password would not unlock.
+    env["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="tiergate-keyring-")
     inner = ("echo -n tiergate-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null && "
              + " ".join(shlex.quote(a) for a in pytest))
     sys.exit(subprocess.call(["dbus-run-session", "--", "sh", "-c", inner], env=env))

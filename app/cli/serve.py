@@ -18,8 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app import paths
     from app.logging_setup import setup_logging, stop_logging
+    from app.secrets.redact import install_log_redaction
 
     setup_logging(args.log_level, log_file=paths.log_dir() / "tiergate.log")
+    install_log_redaction()
     try:
         return asyncio.run(_serve(args))
     finally:

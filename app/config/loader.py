@@ -349,7 +349,9 @@ def _assign_ids(deployments: list[Deployment], label: str) -> None:
 
 # -------------------------------------------------------------------------------------- tiergate_settings
 SERVER_KEYS = frozenset(("host", "port", "max_body_bytes", "max_header_bytes", "request_timeout",
-                         "max_concurrent_streams", "require_auth", "allowed_origins", "log_content"))
+                         "max_concurrent_streams", "require_auth", "allowed_origins", "allowed_hosts", "log_content",
+                         "header_timeout", "body_timeout", "auth_max_failures", "auth_failure_window",
+                         "auth_block_seconds"))
 SECTION_KEYS = frozenset(("privacy", "budgets", "cache", "agents", "ollama", "ledger", "pricing"))
 
 
@@ -373,6 +375,16 @@ def _tiergate(doc: Doc, raw: Any, tiers: set[str]) -> tuple[ServerSettings, dict
         s.request_timeout = seconds(doc, p("request_timeout"), data["request_timeout"])
     if "max_concurrent_streams" in data:
         s.max_concurrent_streams = count(doc, p("max_concurrent_streams"), data["max_concurrent_streams"], minimum=1)
+    for key in ("header_timeout", "body_timeout", "auth_failure_window", "auth_block_seconds"):
+        if key in data:
+            setattr(s, key, seconds(doc, p(key), data[key]))
+    if "auth_max_failures" in data:
+        s.auth_max_failures = count(doc, p("auth_max_failures"), data["auth_max_failures"], minimum=1)
+    if "allowed_hosts" in data:
+        hosts = data["allowed_hosts"] or []
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+            raise expected(doc, p("allowed_hosts"), 'a list of host names such as ["tiergate.local"]', hosts)
+        s.allowed_hosts = list(hosts)
     if "require_auth" in data:
         s.require_auth = flag(doc, p("require_auth"), data["require_auth"])
     if "log_content" in data:

@@ -110,7 +110,13 @@ class ServerSettings:
     max_concurrent_streams: int = 256
     require_auth: bool = True  # off only for tests/bench when explicitly configured on loopback
     allowed_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # extra Host names accepted besides loopback ones
     log_content: bool = False  # debug content logging: off unless switched on
+    header_timeout: float = 30.0  # s: a new connection must send complete request headers within this
+    body_timeout: float = 120.0  # s: the request body must arrive within this once the headers are in
+    auth_max_failures: int = 10  # failed key attempts from one address within the window before a block
+    auth_failure_window: float = 60.0  # s
+    auth_block_seconds: float = 60.0  # s
 
 
 @dataclass(slots=True)

@@ -13,8 +13,10 @@ from aiohttp import web
 from app.canonical import Dialect
 from app.dialects import anthropic_messages, openai_chat, openai_responses
 from app.errors import BadRequest, TiergateError, UnknownModel
+from app.secrets.redact import scrub_for_client
 from app.server import management, openai_extras
 from app.server.chat import handle_chat
+from app.server.security import AGENT_KEY
 from app.server.context import CORE, STATE, RequestState, new_request_id
 
 log = logging.getLogger("tiergate.request")
@@ -80,6 +82,9 @@ def _error_response(request: web.Request, err: TiergateError) -> web.Response:
     state: RequestState | None = request.get(STATE)
     if state is not None:
         state.fail(err)
+    if not getattr(err, "_scrubbed", False):
+        err.message = scrub_for_client(err.message)  # no keys, no filesystem paths reach a client
+        err._scrubbed = True  # type: ignore[attr-defined]
     status, body = dialect_for_path(request.path).render_error(err)
     headers = {"x-request-id": state.response_id if state else new_request_id()}
     if state is not None:
@@ -94,7 +99,7 @@ def _error_response(request: web.Request, err: TiergateError) -> web.Response:
 
 def chat_route(dialect: ModuleType, name: Dialect) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        request[STATE] = RequestState(new_request_id(), request.get("agent"), name.value)
+        request[STATE] = RequestState(new_request_id(), request.get(AGENT_KEY), name.value)
         return await handle_chat(request, dialect)
 
     handler.__name__ = f"chat_{name.value}"
@@ -107,7 +112,6 @@ def create_app(core: Any, *, extra_middlewares: list[Any] | None = None) -> web.
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[error_middleware, *(extra_middlewares or [])],
-        handler_args={"max_line_size": settings.max_header_bytes, "max_field_size": settings.max_header_bytes},
     )
     app[CORE] = core
     r = app.router

@@ -10,8 +10,9 @@ import orjson
 from aiohttp import web
 
 from app.canonical import ChatResponse, Usage
-from app.errors import BadRequest, PayloadTooLarge, TiergateError
+from app.errors import BadRequest, TiergateError
 from app.router.router import RouteResult
+from app.server.security import read_body
 from app.usage import UsageRecord
 
 CORE: web.AppKey[Any] = web.AppKey("tiergate_core", object)
@@ -107,12 +108,7 @@ def new_request_id() -> str:
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object; 400 when it is not one, 413 when it is over the limit."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as e:
-        raise PayloadTooLarge(
-            f"The request body is larger than the limit of {request.app[CORE].config.server.max_body_bytes} bytes "
-            "(tiergate_settings.max_body_bytes).") from e
+    raw = await read_body(request, request.app[CORE].config.server)
     if not raw:
         raise BadRequest("The request body is empty; expected a JSON object.")
     try:

@@ -9,6 +9,7 @@ from app.canonical import Dialect, EmbeddingRequest
 from app.dialects import anthropic_messages
 from app.errors import BadRequest, TiergateError
 from app.server.chat import prepare
+from app.server.security import AGENT_KEY
 from app.server.context import CORE, STATE, RequestState, new_request_id, read_json, response_headers
 
 
@@ -16,7 +17,7 @@ async def list_models(request: web.Request) -> web.Response:
     """The tiers (and aliases) a client can ask for, in OpenAI's list shape."""
     core = request.app[CORE]
     created = int(core.started_at)
-    allowed = getattr(request.get("agent"), "allowed_tiers", None)
+    allowed = getattr(request.get(AGENT_KEY), "allowed_tiers", None)
     data = [{"id": tier, "object": "model", "created": created, "owned_by": "tiergate"}
             for tier in core.router.tiers if not allowed or tier in allowed]
     return web.json_response({"object": "list", "data": data}, dumps=core.dumps_str)
@@ -24,7 +25,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def embeddings(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    state = request[STATE] = RequestState(new_request_id(), request.get("agent"), "openai_embeddings")
+    state = request[STATE] = RequestState(new_request_id(), request.get(AGENT_KEY), "openai_embeddings")
     body = await read_json(request)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -61,7 +62,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     core = request.app[CORE]
     body = await read_json(request)
     req = anthropic_messages.parse_request(body, request.headers, require_max_tokens=False)
-    state = RequestState(new_request_id(), request.get("agent"), Dialect.ANTHROPIC.value)
+    state = RequestState(new_request_id(), request.get(AGENT_KEY), Dialect.ANTHROPIC.value)
     target, plan, _ = prepare(core, state, req, request)
     for d in plan:
         provider = core.router.providers.get(d.id)

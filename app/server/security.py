@@ -6,7 +6,7 @@ before all of them so that the errors raised here are rendered in the client's d
   host_guard         Host must name this machine (loopback): defeats DNS rebinding
   origin_guard       browsers: Origin must be allowlisted; CORS preflights answered here
   size_guard         Content-Length and total header size within limits (before any body is read)
-  auth_middleware    agent key or master key -> request["agent"]; /tiergate/... needs the master key
+  auth_middleware    agent key or master key -> request[AGENT_KEY]; /tiergate/... needs the master key
   concurrency_guard  cap on requests relaying upstream at once
   timeout_guard      whole-request time limit
 
@@ -48,9 +48,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MANAGEMENT_PREFIX = "/tiergate"
-# request["agent"] -> AgentIdentity. A plain string key because handlers read request.get("agent")
-# (aiohttp warns once per process about string keys; a web.RequestKey can replace it with the readers).
-AGENT_KEY = "agent"
+# request[AGENT_KEY] -> AgentIdentity, set by the auth middleware.
+AGENT_KEY: web.RequestKey[AgentIdentity] = web.RequestKey("tiergate_agent", AgentIdentity)
 CORS_ORIGIN_KEY: web.RequestKey[str] = web.RequestKey("tiergate_cors_origin", str)  # allowlisted origin
 RESPONSE_STARTED_KEY: web.RequestKey[bool] = web.RequestKey("tiergate_response_started", bool)
 
@@ -465,7 +464,7 @@ def _is_management(path: str) -> bool:
 def auth_middleware(settings: ServerSettings, registry: AgentRegistry, store: Any, *,
                     limiter: FailedAuthLimiter | None = None, master: MasterKeyCache | None = None,
                     public_paths: Iterable[str] = ()) -> Any:
-    """Sets `request["agent"]` to an AgentIdentity, or raises Unauthorized / Forbidden / RateLimited.
+    """Sets `request[AGENT_KEY]` to an AgentIdentity, or raises Unauthorized / Forbidden / RateLimited.
 
     `public_paths` (exact paths, e.g. "/health") need no key. With `require_auth: false` on a loopback
     bind, requests without a key run as "anonymous"; the management API always needs the master key."""

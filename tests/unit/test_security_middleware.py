@@ -92,11 +92,11 @@ class World:
         async def chat(request: web.Request) -> web.Response:
             self.handler_calls += 1
             body = await sec.read_body(request, settings)
-            return web.json_response({"agent": request["agent"].name, "bytes": len(body)})
+            return web.json_response({"agent": request[sec.AGENT_KEY].name, "bytes": len(body)})
 
         async def whoami(request: web.Request) -> web.Response:
             self.handler_calls += 1
-            agent = request["agent"]
+            agent = request[sec.AGENT_KEY]
             return web.json_response({"agent": agent.name, "master": agent.is_master})
 
         async def star(request: web.Request) -> web.Response:
@@ -104,7 +104,7 @@ class World:
 
         async def wait(request: web.Request) -> web.Response:
             await self.release.wait()
-            return web.json_response({"agent": request["agent"].name})
+            return web.json_response({"agent": request[sec.AGENT_KEY].name})
 
         async def slow(request: web.Request) -> web.Response:
             await asyncio.sleep(30)
@@ -568,7 +568,7 @@ class FuzzWorld:
                                    public_paths=("/health",))]
 
         async def final(request: web.Request) -> web.StreamResponse:
-            return web.json_response({"agent": request["agent"].name})
+            return web.json_response({"agent": request[sec.AGENT_KEY].name})
 
         handler = final
         for mw in reversed(mws):
@@ -620,7 +620,7 @@ def test_fuzzed_headers_never_crash_and_only_valid_keys_pass(fuzz_world: FuzzWor
         assert method == "OPTIONS"
         return
     # …and a real request went through only with a valid key, or to the public path.
-    agent = request["agent"].name
+    agent = request[sec.AGENT_KEY].name
     if path == "/health":
         assert agent == "anonymous"
     else:
