@@ -67,6 +67,37 @@ def request_texts(req: ChatRequest, *, include_tool_specs: bool = False) -> Iter
         for key, value in req.raw.items():
             if key not in _RAW_COVERED:
                 yield from _walk(f"raw.{key}", value)
+        yield from _raw_uncovered_blocks(req.raw)
+
+
+# Content block / input item types the dialect parsers turn into canonical parts. Blocks of any other type
+# (Anthropic search results and server tool results, Responses custom tool calls…) have no canonical form
+# but a same-dialect pass-through forwards them: their strings are scanned from the raw body.
+_CANONICAL_BLOCKS = frozenset({
+    "text", "image", "image_url", "document", "tool_use", "tool_result", "thinking", "redacted_thinking",
+    "input_text", "input_image", "output_text", "input_file", "file", "input_audio", "refusal",
+    "message", "function_call", "function_call_output", "reasoning", "item_reference",
+})
+
+
+def _raw_uncovered_blocks(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for key in ("messages", "input", "system"):
+        items = raw.get(key)
+        if isinstance(items, list):
+            yield from _uncovered(f"raw.{key}", items)
+
+
+def _uncovered(place: str, items: list[Any]) -> Iterator[tuple[str, str]]:
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind is not None and kind not in _CANONICAL_BLOCKS:
+            yield from _walk(f"{place}[{i}]", item)
+            continue
+        content = item.get("content")
+        if isinstance(content, list):
+            yield from _uncovered(f"{place}[{i}].content", content)
 
 
 def _part_texts(place: str, part: Any) -> Iterator[tuple[str, str]]:
