@@ -60,7 +60,7 @@ class Tiergate:
         self.port = config.server.port
         self.health = HealthTracker(self.bus, allowed_fails=config.router.allowed_fails,
                                     cooldown_time=config.router.cooldown_time)
-        self.router: Router = Router(config, {}, self.health)
+        self.router: Router = Router(config, {}, self.health)  # replaced with real providers by start()
         from app.ledger.store import Ledger
         from app.privacy.state import PrivacyState
         from app.router.cache import ResponseCache
@@ -75,6 +75,8 @@ class Tiergate:
         # …and parts rebuilt from each config.
         self._attach_parts()
         self.cache = ResponseCache(self.data_dir / "cache.sqlite3", self.cache_settings)
+        self.ollama = self._build_ollama()
+        self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -96,6 +98,7 @@ class Tiergate:
         from app.ledger.budgets import Budgets, BudgetSettings
         from app.ledger.pricing import Pricing
         from app.privacy.policy import PrivacyPolicy
+        from app.ollama import parse_settings
         from app.router.cache import CacheSettings
 
         cfg = self.config
@@ -110,10 +113,71 @@ class Tiergate:
             self._budget_unsubscribe()
         self.budgets = Budgets(BudgetSettings.from_section(cfg.section("budgets"), tiers=cfg.tiers), self.bus)
         self._budget_unsubscribe = self.budgets.attach(self.bus)
+        self.ollama_settings = parse_settings(cfg.section("ollama"))
+        for d in cfg.deployments:  # per-tier keep_alive policy for deployments that set none
+            if d.provider == "ollama" and d.keep_alive is None:
+                d.keep_alive = self.ollama_settings.keep_alive_for(d.tier)
         self.cache_settings = CacheSettings.from_section(cfg.section("cache"))
         if self.cache is not None:
             self.cache.settings = self.cache_settings
         self._deployments = {d.id: d for d in cfg.deployments}
+
+    def _build_ollama(self) -> Any:
+        from app.ollama import MemoryPlanner, OllamaHost, OllamaManager
+        from app.privacy.location import is_loopback_host, url_host
+
+        settings = self.ollama_settings
+        manager = OllamaManager(settings.hosts, self.bus, MemoryPlanner(settings), settings=settings)
+        # A deployment on a loopback Ollama the settings do not list (another port) is this machine too.
+        extra = {d.api_base: OllamaHost(f"local:{d.api_base.rsplit(':', 1)[-1]}", d.api_base)
+                 for d in self.config.deployments
+                 if d.provider == "ollama" and manager.host_for(d.api_base) is None
+                 and is_loopback_host(url_host(d.api_base) or "")}
+        if extra:
+            settings.hosts = [*settings.hosts, *extra.values()]
+            manager = OllamaManager(settings.hosts, self.bus, MemoryPlanner(settings), settings=settings)
+        return manager
+
+    def _new_router(self, providers: dict[str, Provider]) -> Router:
+        ollama = self.ollama
+
+        def loaded(d: Deployment) -> bool:
+            if d.provider != "ollama":
+                return False
+            h = ollama.host_for(d.api_base)
+            return h is not None and ollama.loaded_on(h, d.model)
+
+        def guard(d: Deployment) -> Any:
+            if d.provider != "ollama":
+                return None
+            h = ollama.host_for(d.api_base)
+            if h is None:
+                return None
+            return ollama.acquire(h, d.model, num_ctx=d.context_length, keep_alive=d.keep_alive, tier=d.tier)
+
+        return Router(self.config, providers, self.health, prefer=loaded,
+                      available=lambda d: d.provider != "ollama" or ollama.deployment_available(d), guard=guard)
+
+    async def _watch_ollama(self, interval: float = 15.0) -> None:
+        """Check every Ollama host now and then; a host that stops answering takes its deployments out of
+        rotation (the tier falls back) and tells the tray why, with the fix."""
+        from app.events import UpstreamHealthChanged
+
+        last: dict[str, str] = {}
+        while True:
+            try:
+                for h in await self.ollama.health():
+                    if last.get(h.host) != h.state:
+                        last[h.host] = h.state
+                        for d in self.config.deployments:
+                            if d.provider == "ollama" and self.ollama.host_for(d.api_base) == \
+                                    self.ollama.host(h.host):
+                                reason = h.message + (f" — {h.fix}" if not h.ok and h.fix else "")
+                                self.bus.emit(UpstreamHealthChanged(
+                                    deployment=d.id, state="healthy" if h.ok else "unavailable", reason=reason))
+            except Exception:  # the watcher must keep running
+                log.exception("Ollama health check failed")
+            await asyncio.sleep(interval)
 
     def _build_providers(self, session: aiohttp.ClientSession) -> dict[str, Provider]:
         from app.config.references import resolve_secret
@@ -140,7 +204,7 @@ class Tiergate:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                              json_serialize=lambda o: orjson.dumps(o).decode())
-        self.router = Router(self.config, self._build_providers(self.session), self.health)
+        self.router = self._new_router(self._build_providers(self.session))
         from app.server.security import cors_response_headers, security_middlewares
 
         await self.ledger.start()
@@ -160,12 +224,17 @@ class Tiergate:
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         self.host, self.port = sock.getsockname()[:2]
+        if any(d.provider == "ollama" for d in self.config.deployments):
+            self._tasks.append(asyncio.create_task(self._watch_ollama(), name="tiergate-ollama-health"))
         self.bus.emit(ServerStarted(host=str(self.host), port=int(self.port)))
         log.info("tiergate %s listening on http://%s:%d (%d tiers, %d deployments)", self.version, self.host,
                  self.port, len(self.config.tiers), len(self.config.deployments))
         return str(self.host), int(self.port)
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -174,6 +243,7 @@ class Tiergate:
             self.session = None
         await self.cache.close()
         await self.ledger.close()
+        await self.ollama.close()
         self.bus.emit(ServerStopped())
 
     @property
@@ -204,7 +274,7 @@ class Tiergate:
         self.health = HealthTracker(self.bus, allowed_fails=new.router.allowed_fails,
                                     cooldown_time=new.router.cooldown_time)
         if self.session is not None:
-            self.router = Router(new, self._build_providers(self.session), self.health)
+            self.router = self._new_router(self._build_providers(self.session))
         self.bus.emit(ConfigReloaded(path=source, ok=True))
         return True
 

@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -52,6 +52,7 @@ class UpstreamStream:
     started: float = field(default_factory=time.perf_counter)
     _closed: bool = False
     _it: Any = None
+    on_close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # run once when the stream ends
 
     def __post_init__(self) -> None:
         self._it = self._chunks()
@@ -85,9 +86,15 @@ class UpstreamStream:
             self.response.close()
 
     async def aclose(self) -> None:
-        """Stop reading (client gone or error): closes the upstream connection."""
+        """Stop reading (client gone, error, or the end): closes the upstream connection and runs `on_close`."""
         await self._it.aclose()
         self.close()
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            try:
+                await callback()
+            except Exception:  # a release hook must not break the response
+                log.exception("stream close hook failed")
 
 
 class Provider:

@@ -14,6 +14,7 @@ import fnmatch
 import logging
 import time
 from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager
 from typing import Callable, Iterable
 
 from app.canonical import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamEvent
@@ -45,6 +46,10 @@ class Attempt:
     deployment: str
     error: str  # error code, or "ok"
     message: str = ""
+    seconds: float = 0.0  # time spent waiting on the upstream
+
+
+_FAILED = object()  # a deployment gave up (after its retries): try the next one
 
 
 @dataclass(slots=True)
@@ -64,12 +69,16 @@ class RouteResult:
 class Router:
     def __init__(self, config: Config, providers: dict[str, Provider], health: HealthTracker, *,
                  sleep: Callable[[float], "asyncio.Future[None]"] = asyncio.sleep,  # type: ignore[assignment]
-                 prefer: Callable[[Deployment], bool] | None = None):
+                 prefer: Callable[[Deployment], bool] | None = None,
+                 available: Callable[[Deployment], bool] | None = None,
+                 guard: Callable[[Deployment], AbstractAsyncContextManager[None] | None] | None = None):
         self.config = config
         self.providers = providers
         self.health = health
         self.sleep = sleep
         self.prefer = prefer  # e.g. "Ollama has this model loaded": preferred within a tier
+        self.available = available  # e.g. "its Ollama host answered the last health check"
+        self.guard = guard  # held around each request to a deployment (Ollama: in flight, load, memory)
         self.tiers = config.tiers
         self._by_label = {}
         for d in config.deployments:
@@ -146,7 +155,7 @@ class Router:
                 raise
             return stream, events, raw
 
-        (stream, events, raw), result = await self._run(plan, call)
+        (stream, events, raw), result = await self._run(plan, call, hold_guard=True)
         return stream, events, raw, result
 
     async def embed(self, req: EmbeddingRequest, plan: list[Deployment]) -> tuple[EmbeddingResponse, RouteResult]:
@@ -155,51 +164,75 @@ class Router:
 
         return await self._run(plan, call)
 
-    async def _run(self, plan: list[Deployment], call):  # type: ignore[no-untyped-def]
+    async def _run(self, plan: list[Deployment], call, *, hold_guard: bool = False):  # type: ignore[no-untyped-def]
         attempts: list[Attempt] = []
-        upstream_s = 0.0
-        retries = max(0, self.config.router.num_retries)
         for d in plan:
             provider = self.providers.get(d.id)
-            if provider is None or not self.health.usable(d.id):
+            if provider is None or not self.health.usable(d.id) or (self.available and not self.available(d)):
                 state = self.health.get(d.id).state
                 attempts.append(Attempt(d.id, "cooling down" if state == "cooling_down" else "unavailable",
                                         self.health.get(d.id).last_error))
                 continue
-            tries = 1 + (d.max_retries if d.max_retries is not None else retries)
-            backoff = self.config.router.retry_after
-            for n in range(tries):
-                t0 = time.perf_counter()
+            guard = self.guard(d) if self.guard is not None else None
+            if guard is not None:
                 try:
-                    out = await call(provider)
-                except UpstreamUnavailable as e:
-                    upstream_s += time.perf_counter() - t0
+                    await guard.__aenter__()
+                except TiergateError as e:  # e.g. Ollama down, model not installed, not enough memory
                     attempts.append(Attempt(d.id, e.code, e.message))
-                    break
-                except UpstreamError as e:
-                    upstream_s += time.perf_counter() - t0
-                    attempts.append(Attempt(d.id, e.code, e.message))
-                    log.info("upstream %s failed: %s (%s)", d.id, e.code, e.message)
-                    if e.upstream_status in (401, 403):
-                        # Our key for this upstream is wrong or lacks access: not the client's fault, and
-                        # another deployment may still answer.
-                        self.health.mark_unavailable(d.id, f"{d.label} rejected Tiergate's API key "
-                                                           f"({e.upstream_status}); fix it with `tiergate keys set`")
-                        break
-                    if not e.retryable:
-                        self.health.success(d.id)  # the upstream works; the request was wrong
-                        raise
-                    if n + 1 < tries:
-                        await self.sleep(min(backoff, self.config.router.max_backoff))
-                        backoff *= 2
-                        continue
-                    self.health.failure(d.id, e.code)
-                    break
-                upstream_s += time.perf_counter() - t0
-                self.health.success(d.id)
-                attempts.append(Attempt(d.id, "ok"))
-                return out, RouteResult(d, provider, attempts, upstream_s * 1000)
+                    log.info("deployment %s skipped: %s (%s)", d.id, e.code, e.message)
+                    continue
+            try:
+                out = await self._try(d, provider, call, attempts)
+            except BaseException:
+                if guard is not None:
+                    await guard.__aexit__(None, None, None)
+                raise
+            if out is _FAILED:
+                if guard is not None:
+                    await guard.__aexit__(None, None, None)
+                continue
+            if guard is not None:
+                if hold_guard:  # released when the stream ends
+                    out[0].on_close.append(lambda g=guard: g.__aexit__(None, None, None))
+                else:
+                    await guard.__aexit__(None, None, None)
+            return out, RouteResult(d, provider, attempts, sum(a.seconds for a in attempts) * 1000)
         raise self._exhausted(plan, attempts)
+
+    async def _try(self, d: Deployment, provider: Provider, call, attempts: list[Attempt]):  # type: ignore[no-untyped-def]
+        """One deployment with its retries. Returns the call's result, or _FAILED to move on."""
+        retries = max(0, self.config.router.num_retries)
+        tries = 1 + (d.max_retries if d.max_retries is not None else retries)
+        backoff = self.config.router.retry_after
+        for n in range(tries):
+            t0 = time.perf_counter()
+            try:
+                out = await call(provider)
+            except UpstreamUnavailable as e:
+                attempts.append(Attempt(d.id, e.code, e.message, time.perf_counter() - t0))
+                return _FAILED
+            except UpstreamError as e:
+                attempts.append(Attempt(d.id, e.code, e.message, time.perf_counter() - t0))
+                log.info("upstream %s failed: %s (%s)", d.id, e.code, e.message)
+                if e.upstream_status in (401, 403):
+                    # Our key for this upstream is wrong or lacks access: not the client's fault, and
+                    # another deployment may still answer.
+                    self.health.mark_unavailable(d.id, f"{d.label} rejected Tiergate's API key "
+                                                       f"({e.upstream_status}); fix it with `tiergate keys set`")
+                    return _FAILED
+                if not e.retryable:
+                    self.health.success(d.id)  # the upstream works; the request was wrong
+                    raise
+                if n + 1 < tries:
+                    await self.sleep(min(backoff, self.config.router.max_backoff))
+                    backoff *= 2
+                    continue
+                self.health.failure(d.id, e.code)
+                return _FAILED
+            self.health.success(d.id)
+            attempts.append(Attempt(d.id, "ok", "", time.perf_counter() - t0))
+            return out
+        return _FAILED
 
     @staticmethod
     def _exhausted(plan: list[Deployment], attempts: list[Attempt]) -> TiergateError:

@@ -49,7 +49,8 @@ async def test_each_tier_answers_non_streaming(proxy, tier, fake_openai, fake_an
     assert raw.headers["x-request-id"].startswith("tg-")
     assert float(raw.headers["x-tiergate-overhead-ms"]) >= 0
     upstream = {"coder": fake_openai, "orchestrator": fake_anthropic, "helper": fake_ollama}[tier]
-    assert len(upstream.requests) == 1
+    chat_paths = ("/v1/chat/completions", "/v1/messages", "/api/chat")
+    assert len([r for r in upstream.requests if r.path in chat_paths]) == 1
 
 
 @pytest.mark.parametrize("tier", ["coder", "orchestrator", "helper"])
@@ -283,3 +284,28 @@ async def test_embeddings(proxy, tier):
     p = await proxy()
     r = await p.openai().embeddings.create(model=tier, input=["alpha", "beta"])
     assert len(r.data) == 2 and len(r.data[0].embedding) > 0
+
+
+async def test_local_requests_go_through_the_ollama_guard(proxy, fake_ollama):
+    """A local request loads its model (once, with the configured context) and the router then prefers
+    the deployment whose model is loaded."""
+    p = await proxy()
+    for i in range(3):
+        await p.openai().chat.completions.create(model="helper", messages=[{"role": "user", "content": f"q{i}"}])
+    assert len(fake_ollama.loads) == 1
+    host = p.core.ollama.host_for(fake_ollama.base_url)
+    assert host is not None and p.core.ollama.loaded_on(host, "llama3.2:latest")
+    assert fake_ollama.loads[0] == ("llama3.2:latest", 32768)
+
+
+async def test_ollama_host_down_is_reported_with_the_fix(proxy, fake_ollama):
+    from app.events import UpstreamHealthChanged
+
+    p = await proxy()
+    seen = []
+    p.core.bus.subscribe(seen.append, UpstreamHealthChanged)
+    await fake_ollama.close()
+    health = {h.url: h for h in await p.core.ollama.health()}[fake_ollama.base_url]
+    assert health.state in ("not_running", "not_installed")
+    assert "ollama" in (health.fix or "").lower()
+    assert not p.core.ollama.deployment_available(p.core.config.tiers["helper"][0])
