@@ -24,6 +24,8 @@ import statistics
 import time
 import uuid
 
+from typing import Callable
+
 from app.canonical import ChatRequest, Message, TextPart, ToolCallPart, ToolResultPart
 from app.privacy.extract import request_texts
 from app.privacy.policy import PrivacyPolicy, PrivacySettings
@@ -166,10 +168,110 @@ def _size(req: ChatRequest) -> int:
     return sum(len(t) for _, t in request_texts(req))
 
 
+# --------------------------------------------------------------------------------------- comparison
+def _joined(req: ChatRequest) -> str:
+    return "\n".join(t for _, t in request_texts(req))
+
+
+def detect_secrets_scan(text: str) -> list[str]:
+    """detect-secrets 1.5 with its default plugins and filters, line by line (as `scan_file` does)."""
+    from detect_secrets.core.scan import _process_line_based_plugins
+    from detect_secrets.settings import default_settings, get_settings
+
+    with default_settings():
+        get_settings().disable_filters("detect_secrets.filters.common.is_invalid_file")
+        lines = list(enumerate(text.splitlines(), 1))
+        return sorted({s.type for s in _process_line_based_plugins(lines, filename="request.txt")})
+
+
+PRESIDIO_SCRIPT = r"""
+import json, sys, time
+from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, EmailRecognizer, IbanRecognizer,
+    PhoneRecognizer, UsSsnRecognizer)
+recognizers = [EmailRecognizer(), PhoneRecognizer(), CreditCardRecognizer(), IbanRecognizer(), UsSsnRecognizer()]
+def scan(text):
+    out = set()
+    for r in recognizers:
+        for res in r.analyze(text, r.supported_entities, None):
+            if res.score >= data["min_score"]:
+                out.add(res.entity_type)
+    return sorted(out)
+data = json.load(sys.stdin)
+result = {"labelled": [scan(t) for t in data["labelled"]], "timing": {}}
+for name, text in data["timing"].items():
+    scan(text)
+    samples = []
+    for _ in range(data["repeat"]):
+        t0 = time.perf_counter(); scan(text); samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    result["timing"][name] = samples[len(samples) // 2]
+print(json.dumps(result))
+"""
+
+
+def compare(repeat: int, presidio_python: str | None) -> None:
+    import subprocess
+
+    from tests.unit.test_privacy_corpus import NEGATIVES, POSITIVES
+
+    scanner = PrivacyPolicy().scanner
+    secret_pos = [(t, r) for _, t, r in POSITIVES if r.startswith("secret.")]
+    pii_pos = [(t, r) for _, t, r in POSITIVES if r.startswith("pii.")]
+    negatives = [t for _, t in NEGATIVES]
+
+    def ours(text: str) -> set[str]:
+        return {h.rule for h in scanner.text_hits(text)}
+
+    def score(found: Callable[[str], set[str] | list[str]], positives: list[tuple[str, str]], *, exact: bool) -> str:
+        tp = sum(1 for t, r in positives if (r in found(t) if exact else bool(found(t))))
+        fp = sum(1 for t in negatives if found(t))
+        return f"{tp}/{len(positives)} found, {fp}/{len(negatives)} negatives flagged"
+
+    print("\nAccuracy on the labelled corpus (tests/unit/test_privacy_corpus.py)")
+    print(f"  tiergate secrets       {score(ours, secret_pos, exact=True)}")
+    print(f"  tiergate personal data {score(ours, pii_pos, exact=True)}")
+    print(f"  detect-secrets         {score(detect_secrets_scan, secret_pos, exact=False)}")
+    flagged = [n for n, t in NEGATIVES if detect_secrets_scan(t)]
+    print(f"    flags: {', '.join(flagged)}")
+    missed = [t[:40] for t, _ in secret_pos if not detect_secrets_scan(t)]
+    print(f"    misses {len(missed)}: {', '.join(n for n, t, r in POSITIVES if r.startswith('secret.') and not detect_secrets_scan(t))}")
+    timing = {"10 KB": _joined(agent_request(10_000)), "400 KB": _joined(agent_request(400_000))}
+    print("\nTime to scan the benchmark texts (median ms)")
+    for label, text in timing.items():
+        p50, _ = _time(lambda: list(scanner.text_hits(text)), max(5, repeat // 20))
+        ds, _ = _time(lambda: detect_secrets_scan(text), 5)
+        print(f"  {label:>6}: tiergate {p50:8.2f}   detect-secrets {ds:9.2f}")
+    if presidio_python:
+        for min_score in (0.5, 0.3):  # pattern-only scores: phones come out at 0.4 without NLP context words
+            _presidio(presidio_python, timing, negatives, min_score)
+
+
+def _presidio(python: str, timing: dict[str, str], negatives: list[str], min_score: float) -> None:
+    import subprocess
+
+    from tests.unit.test_privacy_corpus import NEGATIVES, POSITIVES
+
+    pii_names = [n for n, _, r in POSITIVES if r.startswith("pii.")]
+    payload = {"labelled": [t for _, t, r in POSITIVES if r.startswith("pii.")] + negatives,
+               "timing": timing, "repeat": 5, "min_score": min_score}
+    proc = subprocess.run([python, "-c", PRESIDIO_SCRIPT], input=json.dumps(payload), text=True,
+                          capture_output=True, check=True)
+    res = json.loads(proc.stdout)
+    n_pos = len(pii_names)
+    tp = sum(1 for found in res["labelled"][:n_pos] if found)
+    fp_names = [NEGATIVES[i][0] for i, found in enumerate(res["labelled"][n_pos:]) if found]
+    missed = [pii_names[i] for i, found in enumerate(res["labelled"][:n_pos]) if not found]
+    print(f"  Presidio pattern recognizers (score >= {min_score}): {tp}/{n_pos} found, "
+          f"{len(fp_names)}/{len(negatives)} negatives flagged ({', '.join(fp_names)}); "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in res["timing"].items()))
+    print(f"    misses: {', '.join(missed)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=200)
-    ap.add_argument("--compare", action="store_true", help="also time detect-secrets and Presidio")
+    ap.add_argument("--compare", action="store_true", help="also score and time detect-secrets (and Presidio)")
+    ap.add_argument("--presidio-python", help="python of a venv with presidio-analyzer, for --compare")
     args = ap.parse_args()
     policy = PrivacyPolicy(PrivacySettings())
     cases = [("1 KB", small_request(), 0.1), ("10 KB", agent_request(10_000), 1.0),
@@ -182,7 +284,7 @@ def main() -> None:
         p50, p99 = _time(lambda: policy.decide(req, agent_policy=None, headers={}), repeat)
         print(f"{label:>8} {_size(req):>8} {p50:>8.3f} {p99:>8.3f} {'<' + str(target):>8}")
     if args.compare:
-        from tests.bench import compare_detectors  # noqa: F401  (optional, see docs/privacy-detectors.md)
+        compare(args.repeat, args.presidio_python)
 
 
 if __name__ == "__main__":
