@@ -137,6 +137,11 @@ class AgentRegistry:
         self._agents: dict[str, dict[str, Any]] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._loaded = False
+        self._digests: list[tuple[str, bytes]] = []  # active agents' key hashes, decoded once per load
+        self._checked_at = 0.0
+        # The file is looked at (a stat) at most this often on the request path: keys added or revoked by
+        # `tiergate agents` reach a running server within this many seconds.
+        self.recheck_seconds = 1.0
 
     # ---------------------------------------------------------------------------------- policies
     def set_policies(self, policies: Mapping[str, AgentPolicy]) -> None:
@@ -196,15 +201,13 @@ class AgentRegistry:
 
     def match_digest(self, digest: bytes) -> AgentIdentity | None:
         """Compare `digest` (from `hash_key`) with every active agent's hash, never stopping early."""
-        with self._lock:
-            self._reload()
-            hashes = [(n, a["hash"]) for n, a in self._agents.items() if a.get("hash")]
+        now = time.monotonic()
+        if now - self._checked_at >= self.recheck_seconds or not self._loaded:
+            with self._lock:
+                self._reload()
+            self._checked_at = now
         found: str | None = None
-        for name, stored in hashes:
-            try:
-                expected = bytes.fromhex(stored)
-            except (TypeError, ValueError):
-                continue
+        for name, expected in self._digests:
             if hmac.compare_digest(expected, digest) and found is None:
                 found = name
         return self.identity(found) if found is not None else None
@@ -223,6 +226,7 @@ class AgentRegistry:
             return
         if stamp is None:
             self._agents, self._stamp, self._loaded = {}, None, True
+            self._index()
             return
         try:
             data = json.loads(self.path.read_text("utf-8"))
@@ -243,8 +247,21 @@ class AgentRegistry:
                 title="Agent keys unreadable") from exc
         self._agents = {str(n): dict(a) for n, a in agents.items() if isinstance(a, dict)}
         self._stamp, self._loaded = stamp, True
+        self._index()
+
+    def _index(self) -> None:
+        """Decode the active agents' hashes once, for `match_digest`."""
+        digests = []
+        for name, agent in self._agents.items():
+            try:
+                if agent.get("hash"):
+                    digests.append((name, bytes.fromhex(agent["hash"])))
+            except (TypeError, ValueError):
+                continue
+        self._digests = digests
 
     def _write(self) -> None:
+        self._index()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"version": _FILE_VERSION, "agents": self._agents}, indent=2, sort_keys=True)
         fd, tmp = tempfile.mkstemp(prefix=".agents-", suffix=".tmp", dir=self.path.parent)

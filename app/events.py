@@ -28,14 +28,19 @@ class Event:
 
     def __post_init__(self) -> None:
         # Emitting checks the fields: a wrongly typed event is a bug caught where it is raised.
-        for f in dataclasses.fields(self):
-            expected = _runtime_types(f.type)
-            value = getattr(self, f.name)
+        checks = _CHECKS.get(type(self))
+        if checks is None:
+            checks = _CHECKS[type(self)] = [(f.name, f.type, _runtime_types(f.type)) for f in dataclasses.fields(self)]
+        for name, annotation, expected in checks:
+            value = getattr(self, name)
             if expected and not isinstance(value, expected):
-                raise TypeError(f"{type(self).__name__}.{f.name} must be {f.type}, got {type(value).__name__}")
+                raise TypeError(f"{type(self).__name__}.{name} must be {annotation}, got {type(value).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.name, **dataclasses.asdict(self)}
+
+
+_CHECKS: dict[type, list[tuple[str, Any, tuple[type, ...]]]] = {}  # per event class, computed once
 
 
 def _runtime_types(annotation: Any) -> tuple[type, ...]:

@@ -152,6 +152,17 @@ def _override(value: float | None) -> _Rate | None:
 
 def is_local(dep: Deployment) -> bool:
     """True for deployments that run on this machine (they cost nothing)."""
+    key = (dep.provider, dep.location, dep.api_base)
+    local = _LOCAL.get(key)
+    if local is None:
+        local = _LOCAL[key] = _is_local(dep)
+    return local
+
+
+_LOCAL: dict[tuple[str, str | None, str], bool] = {}
+
+
+def _is_local(dep: Deployment) -> bool:
     if dep.provider == "ollama" or dep.location == "local":
         return True
     if dep.location is not None:

@@ -159,9 +159,17 @@ def host_allowed(value: str | None, settings: ServerSettings) -> bool:
 
 
 def host_guard(settings: ServerSettings) -> Any:
+    verdicts: dict[str | None, bool] = {}  # Host value -> allowed; agents send the same few values
+
     @web.middleware
     async def host_guard_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not host_allowed(request.headers.get("Host"), settings):
+        value = request.headers.get("Host")
+        allowed = verdicts.get(value)
+        if allowed is None:
+            allowed = host_allowed(value, settings)
+            if len(verdicts) < 256:
+                verdicts[value] = allowed
+        if not allowed:
             log.warning("Refused a request from %s: Host header does not name this machine", request.remote)
             raise Forbidden("The Host header must name this machine (localhost or 127.0.0.1).",
                             title="Host not allowed")

@@ -104,8 +104,12 @@ def test_changes_by_another_process_take_effect_without_restart(tmp_path) -> Non
     assert server_side.authenticate("tg-x-" + "0" * 64) is None  # loads the (missing) file
     cli_side = AgentRegistry(path)
     key = cli_side.add("aider")
+    # The request path looks at the file at most once per `recheck_seconds`: not yet…
+    assert server_side.authenticate(key) is None
+    server_side._checked_at -= server_side.recheck_seconds  # …one interval later it does
     assert server_side.authenticate(key).name == "aider"
     AgentRegistry(path).revoke("aider")
+    server_side._checked_at -= server_side.recheck_seconds
     assert server_side.authenticate(key) is None
 
 

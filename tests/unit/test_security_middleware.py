@@ -356,6 +356,7 @@ async def test_auth_off_on_loopback_is_anonymous_but_management_still_needs_mast
 async def test_revocation_reaches_a_running_server(client: TestClient, world: World) -> None:
     assert (await client.get("/v1/models", headers=bearer(world.codex))).status == 200
     AgentRegistry(world.registry.path).revoke("codex")  # as `tiergate agents revoke` in another process
+    world.registry._checked_at -= world.registry.recheck_seconds  # the server re-reads within a second
     assert (await client.get("/v1/models", headers=bearer(world.codex))).status == 401
 
 
