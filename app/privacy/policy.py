@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from app.canonical import ChatRequest
 from app.config.schema import Config, Deployment, Section
@@ -42,6 +42,7 @@ from app.privacy.rules import UserRule
 
 if TYPE_CHECKING:
     from app.privacy.classifier import Classifier
+    from app.privacy.redact import Redaction
 
 Level = Literal["any", "local"]
 HEADER = "x-tiergate-privacy"
@@ -289,6 +290,13 @@ class PrivacyPolicy:
         if verdict.sensitive:
             return PrivacyDecision("local", verdict.rule, ("classifier",))
         return decision
+
+    def redact(self, req: ChatRequest) -> "Redaction":
+        """The masked copy of `req` for a cloud deployment when `decision.redact` (see app.privacy.redact).
+        Raises RedactionFailed when it cannot be masked safely: the caller then treats the request as local."""
+        from app.privacy.redact import Redactor
+
+        return Redactor(self.scanner, include_tool_specs=self.settings.scan_tool_specs).redact(req)
 
     # --------------------------------------------------------------------------------- routing
     def location_of(self, deployment: Deployment) -> Location:

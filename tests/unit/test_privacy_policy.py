@@ -123,6 +123,13 @@ def test_redact_action_keeps_unmaskable_findings_local() -> None:
     assert REDACT.decide(r).level == "local"
 
 
+def test_policy_redacts_with_its_own_settings() -> None:
+    r = req(f"key {AWS}", tools=[ToolSpec("deploy", "mail ops@acme-corp.io", {"type": "object"})])
+    red = PrivacyPolicy(PrivacySettings(action="redact", scan_tool_specs=True)).redact(r)
+    assert red.request.messages[0].parts[0].text == "key «TG_SECRET_1»"
+    assert red.request.tools[0].description == "mail «TG_EMAIL_1»"
+
+
 def test_redact_never_overrides_switch_or_agent() -> None:
     d = REDACT.decide(req(f"key {AWS}"), agent_policy="local")
     assert (d.level, d.redact) == ("local", False)
