@@ -111,19 +111,24 @@ def _url_password_ok(pw: str) -> bool:
 
 
 # -------------------------------------------------------------------------- keyword assignments
-_ASSIGN_TAIL = (rb"[\w.\-]{0,20}\\?[\"']?[ \t]*(?::=|=>|=|:)[ \t]*(?P<q>\\?[\"'`])?"
+_ASSIGN_TAIL = (rb"(?P<sfx>[\w.\-]{0,20})\\?[\"']?[ \t]*(?::=|=>|=|:)[ \t]*(?P<q>\\?[\"'`])?"
                 rb"(?P<v>[^\s\"'`\\,;(){}\[\]]{1,200})")
+# `secretName:`, `private_key_path:`, `token_expires_at:`, `total_tokens:`: data *about* a secret.
+_META_SUFFIX = re.compile(rb"(?:name|names|ref|id|ids|type|path|file|dir|url|uri|arn|version|count|len|length|size|"
+                          rb"at|expiry|expires|ttl|env|var|field|header|prefix|hint|label|s)$")
+_NUMERIC_LIKE = re.compile(rb"[0-9][0-9:\-./tz+]*")  # dates, times, versions, addresses, amounts
 _KEY_QUALIFIER = re.compile(rb"(?:api|access|private|secret|signing|encryption|master|client|auth|app)[_\-.]?$")
 _DOTTED_NAME = re.compile(rb"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+|[a-z_]+")
 _KEYWORDS: list[tuple[bytes, bool]] = [  # (keyword, needs a qualifier just before it)
     (b"passw", False), (b"pwd", False), (b"secret", False), (b"token", False), (b"key", True),
 ]
-_KEYWORD_PASSES = [(re.compile(re.escape(kw) + _ASSIGN_TAIL), qualified) for kw, qualified in _KEYWORDS]
+_KEYWORD_PASSES = [(re.compile(re.escape(kw) + _ASSIGN_TAIL), kw, qualified) for kw, qualified in _KEYWORDS]
 _BEARER_PASSES = [re.compile(kw + rb"[ \t]+(?P<v>[a-z0-9._~+/=\-]{16,})") for kw in (b"bearer", b"basic")]
 
 
-def _assigned_ok(value: bytes, quoted: bool) -> bool:
-    if len(value) < 6:
+def _assigned_ok(m: "re.Match[bytes]", keyword: bytes) -> bool:
+    value, quoted = m.group("v"), m.group("q") is not None
+    if len(value) < 6 or _META_SUFFIX.search(m.group("sfx")) or b"://" in value:
         return False
     v = value.decode("utf-8", "replace")
     if is_placeholder(v) or v[0] in "$%{<[(&*" or v.endswith(("(", ")")):
@@ -131,15 +136,14 @@ def _assigned_ok(value: bytes, quoted: bool) -> bool:
     if not quoted and _DOTTED_NAME.fullmatch(value):
         return False  # code: `token = self.token`, `password = request.form` (lower-cased bytes)
     if v.isdigit():
-        return len(v) >= 6
-    if v.isalpha() and not quoted:
+        return keyword in (b"passw", b"pwd")  # a numeric password or PIN; `tokens: 150000` is a count
+    if _NUMERIC_LIKE.fullmatch(value) or (v.isalpha() and not quoted):
         return False
     return True
 
 
 class SecretDetector:
     def __init__(self, enabled: Callable[[str], bool]):
-        self.enabled = enabled
         rows = [r for r in _PREFIXED_ROWS if enabled(r[1])]
         self._prefixed = re.compile("|".join(f"(?P<{g}>{src})" for g, _, src in rows)) if rows else None
         self._rules = {g: rule for g, rule, _ in rows}
@@ -235,11 +239,11 @@ class SecretDetector:
     def _keyword_hits(self, text: Text) -> Iterator[Hit]:
         data = text.lower_bytes
         if self._assign:
-            for rx, qualified in _KEYWORD_PASSES:
+            for rx, keyword, qualified in _KEYWORD_PASSES:
                 for m in rx.finditer(data):
                     if qualified and not _KEY_QUALIFIER.search(data, max(0, m.start() - 12), m.start()):
                         continue
-                    if _assigned_ok(m.group("v"), m.group("q") is not None):
+                    if _assigned_ok(m, keyword):
                         yield Hit("secret.password_assignment", text.char_offset(m.start("v")),
                                   text.char_offset(m.end("v")))
         if self._bearer:

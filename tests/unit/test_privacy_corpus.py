@@ -147,6 +147,11 @@ NEGATIVES: list[tuple[str, str]] = [
         base64.b64encode(random.Random(i).randbytes(48)).decode() for i in range(4)) + "\n-----END CERTIFICATE-----"),
     ("docker digest short", "sha256:" + SHA256[:12]),
     ("jwt-looking but not", "eyJustAnIdentifierName.eyJanotherOne.signatureLike"),
+    ("token counts", '{"usage": {"input_tokens": 150000, "total_tokens": 1234567, "max_tokens": 8192}}'),
+    ("token expiry", "auth_token_expires_at: 2025-03-01T10:00:00Z"),
+    ("kubernetes secret reference", "env:\n  - secretKeyRef:\n      name: db\n    secretName: my-app-secret\n"),
+    ("key path", "private_key_path: ~/.ssh/id_ed25519\napi_key_env: OPENAI_API_KEY"),
+    ("secret store url", "secret_url: https://vault.internal/v1/kv/app"),
 ]
 
 
@@ -171,4 +176,4 @@ def test_negative_clean(scanner: Scanner, name: str, text: str) -> None:
 
 def test_corpus_size() -> None:
     """The figures in docs/privacy-detectors.md are for this corpus: keep them in step."""
-    assert (len(POSITIVES), len(NEGATIVES)) == (37, 42)
+    assert (len(POSITIVES), len(NEGATIVES)) == (37, 47)
