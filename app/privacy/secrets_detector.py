@@ -99,11 +99,21 @@ def _jwt_ok(m: "re.Match[str]") -> bool:
 
 
 _JWT = re.compile(r"(eyJ[A-Za-z0-9_\-]{8,})\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
-_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-                          r"(?:[\s\S]{0,12000}?-----END [A-Z0-9 ]*-----)?")
+_PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+_MAX_KEY_BLOCK = 16_000  # an RSA-8192 PEM is ~6.5 KB
 _PUTTY = re.compile(r"PuTTY-User-Key-File-[0-9]")
 _URL_CRED = re.compile(r"://[^\s/:@\"'<>\\]{0,64}:([^\s/@\"'<>\\]{1,128})@(?=[\w\[])")
 _SLACK_HOOK = re.compile(r"hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+")
+
+
+def _key_block_end(s: str, header_end: int) -> int:
+    """Where the PEM block whose header ends at `header_end` ends (its `-----END …-----` line), or the
+    header's end when no END follows within a key's size: the span covers the whole key for redaction."""
+    end = s.find("-----END ", header_end, header_end + _MAX_KEY_BLOCK)
+    if end == -1:
+        return header_end
+    close = s.find("-----", end + 9, end + 80)
+    return close + 5 if close != -1 else header_end
 
 
 def _url_password_ok(pw: str) -> bool:
@@ -171,6 +181,9 @@ class SecretDetector:
                 if rx is _URL_CRED:
                     if _url_password_ok(m.group(1)):
                         yield Hit(rule, m.start(1), m.end(1))
+                elif rx is _PRIVATE_KEY:
+                    end = _key_block_end(s, m.end())  # no END line (truncated output): cannot be masked whole
+                    yield Hit(rule, m.start(), end, redactable=end > m.end())
                 else:
                     yield Hit(rule, m.start(), m.end())
         if self._assign or self._bearer:

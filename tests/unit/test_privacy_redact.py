@@ -94,6 +94,12 @@ def test_unmaskable_content_refuses(req: ChatRequest) -> None:
         REDACTOR.redact(req)
 
 
+def test_truncated_private_key_refuses() -> None:
+    truncated = "\n".join(PRIVATE_KEY.splitlines()[:-1])  # the END line cut off, as in `head` output
+    with pytest.raises(RedactionFailed):
+        REDACTOR.redact(ChatRequest(model="x", messages=[Message("user", [TextPart(truncated)])]))
+
+
 def test_path_rules_refuse() -> None:
     redactor = Redactor(Scanner.build(rules=[UserRule("med", paths=["/srv/medical/**"])]))
     with pytest.raises(RedactionFailed) as e:
