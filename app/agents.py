@@ -133,6 +133,7 @@ class AgentRegistry:
     def __init__(self, path: str | os.PathLike[str], *, policies: Mapping[str, AgentPolicy] | None = None):
         self.path = Path(path)
         self._policies: dict[str, AgentPolicy] = dict(policies or {})
+        self._identities: dict[str, AgentIdentity] = {}  # AgentIdentity is frozen: one per name
         self._lock = threading.Lock()
         self._agents: dict[str, dict[str, Any]] = {}
         self._stamp: tuple[int, int, int] | None = None
@@ -147,11 +148,15 @@ class AgentRegistry:
     def set_policies(self, policies: Mapping[str, AgentPolicy]) -> None:
         """Replace the per-agent settings (on config load and reload)."""
         self._policies = dict(policies)
+        self._identities = {}
 
     def identity(self, name: str) -> AgentIdentity:
-        policy = self._policies.get(name, AgentPolicy())
-        return AgentIdentity(name=name, allowed_tiers=policy.allowed_tiers, privacy=policy.privacy,
-                             budget=policy.budget)
+        identity = self._identities.get(name)
+        if identity is None:
+            policy = self._policies.get(name, AgentPolicy())
+            identity = self._identities[name] = AgentIdentity(
+                name=name, allowed_tiers=policy.allowed_tiers, privacy=policy.privacy, budget=policy.budget)
+        return identity
 
     # ---------------------------------------------------------------------------------- management
     def add(self, name: str, *, replace: bool = False) -> str:

@@ -113,6 +113,9 @@ class Provider:
         self.timeout = deployment.timeout or timeout
         self.stream_timeout = deployment.stream_timeout or stream_timeout or self.timeout
         self.url = deployment.api_base.rstrip("/") + self.chat_path
+        self._timeout = aiohttp.ClientTimeout(total=self.timeout)
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(self.timeout, 30.0),
+                                                     sock_read=self.stream_timeout)
 
     # ------------------------------------------------------------------------------------ hooks
     def headers(self, req: ChatRequest | None) -> dict[str, str]:
@@ -172,8 +175,7 @@ class Provider:
     async def complete(self, req: ChatRequest) -> tuple[ChatResponse, bytes | None]:
         """Non-streaming. Returns the canonical response and, on pass-through, the upstream's raw body."""
         body, passthrough = self.build_body(req, stream=False)
-        timeout = aiohttp.ClientTimeout(total=self.timeout)
-        resp = await self._post(self.url, body, self.headers(req), timeout)
+        resp = await self._post(self.url, body, self.headers(req), self._timeout)
         dep = self.deployment
         try:
             raw = await resp.read()
@@ -202,9 +204,7 @@ class Provider:
         body, passthrough = self.build_body(req, stream=True)
         if passthrough:
             self.prepare_passthrough_stream(body)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(self.timeout, 30.0),
-                                        sock_read=self.stream_timeout)
-        resp = await self._post(self.url, body, self.headers(req), timeout)
+        resp = await self._post(self.url, body, self.headers(req), self._stream_timeout)
         return UpstreamStream(resp, self.codec.StreamDecoder(), self.deployment, passthrough)
 
     def prepare_passthrough_stream(self, body: dict[str, Any]) -> None:

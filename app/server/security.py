@@ -297,6 +297,8 @@ async def read_body(request: web.Request, settings: ServerSettings) -> bytes:
     """The request body, within `max_body_bytes` and `body_timeout`. Use instead of `request.read()`:
     a client trickling its body cannot hold a handler for longer than the timeout."""
     try:
+        if request.content.is_eof():  # the whole body came with the headers (most requests): no timer
+            return await request.read()
         async with asyncio.timeout(_setting(settings, "body_timeout")):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
