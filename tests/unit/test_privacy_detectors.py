@@ -197,3 +197,16 @@ def test_findings_are_located_in_their_place() -> None:
 def test_text_shares_derived_views() -> None:
     t = Text("AbC")
     assert t.lower_bytes == b"abc" and t.lower_bytes is t.lower_bytes
+
+
+# ------------------------------------------------------------------------------------------ robustness
+_NOISY = st.text(alphabet=st.sampled_from(list("aA0 9-_+/=.:@\\n\"'{}()\u00fc\u00ab\u00bbeyJSGhvskAKIA$%<>\t\n\ud800")),
+                 max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_NOISY, st.text(max_size=300)))
+def test_any_text_scans_without_error_and_hits_stay_in_bounds(text: str) -> None:
+    scanner = Scanner.build(rules=[UserRule("r", keywords=["ü", "x"], regexes=["a+"], paths=["~/d/**"])])
+    for hit in scanner.text_hits(text):
+        assert 0 <= hit.start < hit.end <= len(text)
