@@ -179,6 +179,35 @@ class Tiergate:
                 log.exception("Ollama health check failed")
             await asyncio.sleep(interval)
 
+    config_poll_seconds = 2.0  # how often the config file is checked for changes
+
+    async def restart_config_watch(self) -> None:
+        """(Re)start the config watcher, e.g. after `config.path` or the poll interval changed."""
+        for task in [t for t in self._tasks if t.get_name() == "tiergate-config-watch"]:
+            task.cancel()
+            self._tasks.remove(task)
+        self._tasks.append(asyncio.create_task(self._watch_config(), name="tiergate-config-watch"))
+
+    async def _watch_config(self) -> None:
+        """Reload the config file when it changes (the UI and people edit the YAML; the core follows).
+        Listening address and port changes need a restart."""
+        path = Path(self.config.path or "")
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return (st.st_mtime_ns, st.st_size)
+
+        last = await asyncio.to_thread(stamp)
+        while True:
+            await asyncio.sleep(self.config_poll_seconds)
+            now = await asyncio.to_thread(stamp)
+            if now is not None and now != last:
+                last = now
+                await self.reload_config(path=path)
+
     def _build_providers(self, session: aiohttp.ClientSession) -> dict[str, Provider]:
         from app.config.references import resolve_secret
 
@@ -226,6 +255,8 @@ class Tiergate:
         self.host, self.port = sock.getsockname()[:2]
         if any(d.provider == "ollama" for d in self.config.deployments):
             self._tasks.append(asyncio.create_task(self._watch_ollama(), name="tiergate-ollama-health"))
+        if self.config.path:
+            self._tasks.append(asyncio.create_task(self._watch_config(), name="tiergate-config-watch"))
         self.bus.emit(ServerStarted(host=str(self.host), port=int(self.port)))
         log.info("tiergate %s listening on http://%s:%d (%d tiers, %d deployments)", self.version, self.host,
                  self.port, len(self.config.tiers), len(self.config.deployments))
@@ -256,7 +287,7 @@ class Tiergate:
 
         source = str(path or self.config.path or "")
         try:
-            new = config or load_config(source)
+            new = config or await asyncio.to_thread(load_config, source)
         except ConfigError as e:
             log.error("config reload failed, keeping the running config: %s", e.message)
             self.bus.emit(ConfigReloaded(path=source, ok=False, error=e.message))
