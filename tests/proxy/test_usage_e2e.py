@@ -329,6 +329,23 @@ async def test_stream_abandoned_by_an_openai_client_is_recorded_with_an_estimate
         assert rec.cost == 0.0 and rec.saved > 0
 
 
+async def test_stream_broken_by_the_upstream_is_recorded_as_an_error_with_what_was_used(proxy, fake_openai):
+    p = await proxy(CONFIG)
+    fake_openai.replies.append(Reply(text="z" * 400, chunks=10, error_after=3, delay=0.005))
+    stream = await p.openai().chat.completions.create(model="coder", messages=MSG, stream=True)
+    received = ""
+    with pytest.raises(openai.APIError):
+        async for chunk in stream:
+            if chunk.choices:
+                received += chunk.choices[0].delta.content or ""
+    assert received == "z" * 120  # three 40-character deltas, then the upstream's in-stream error
+    [rec] = await stored(p)
+    assert (rec.status, rec.stream, rec.deployment) == ("error", True, MINI)
+    assert rec.error and rec.usage_estimated
+    assert rec.output_tokens == count_tokens(received) and rec.input_tokens > 0
+    assert rec.cost == float(hand_cost(MINI_RATES, input=rec.input_tokens, output=rec.output_tokens))
+
+
 # ---------------------------------------------------------------------- every upstream, every client dialect
 @pytest.mark.parametrize("tier", ["orchestrator", "coder", "helper"])
 async def test_recorded_tokens_are_the_upstreams_own_in_every_client_dialect(proxy, tier, fake_openai,
