@@ -29,8 +29,6 @@ router_settings:
   fallbacks: {{helper: [coder]}}
 tiergate_settings:
   port: 0
-  cache:
-    ttl: 0.5
 """
 
 MSG = [{"role": "user", "content": "what is the weather in Paris?"}]
@@ -111,7 +109,7 @@ async def test_identical_request_is_answered_from_the_cache_at_no_cost(proxy, ti
 
 
 async def test_entries_expire_after_the_ttl(proxy, fake_openai):
-    p = await proxy(CONFIG)  # ttl: 0.5 s
+    p = await proxy(CONFIG + "  cache:\n    ttl: 0.5\n")
     o = p.openai()
     await o.chat.completions.create(model="coder", messages=MSG)
     await o.chat.completions.create(model="coder", messages=MSG)
