@@ -316,8 +316,37 @@ class Tiergate:
     def dumps_str(obj: Any) -> str:
         return orjson.dumps(obj).decode()
 
-    def decide_privacy(self, req: ChatRequest, agent: Any, headers: Mapping[str, str]) -> Any:
-        return self.privacy.decide(req, agent_policy=getattr(agent, "privacy", None), headers=headers)
+    async def decide_privacy(self, req: ChatRequest, agent: Any, headers: Mapping[str, str]) -> Any:
+        """THE privacy decision for a request (app.privacy.policy), with the optional local classifier."""
+        policy = self.privacy
+        agent_policy = getattr(agent, "privacy", None)
+        if not policy.settings.classifier.enabled:
+            return policy.decide(req, agent_policy=agent_policy, headers=headers)
+        return await policy.decide_async(req, agent_policy=agent_policy, headers=headers,
+                                         classifier=self._classifier())
+
+    def _classifier(self) -> Any:
+        """The local-model classifier: a short prompt to the configured tier's local deployments only."""
+        from app.canonical import Message, TextPart
+        from app.privacy.classifier import Classifier
+
+        settings = self.privacy.settings.classifier
+
+        async def run(prompt: str) -> str:
+            target = self.router.resolve(settings.tier)
+            plan = [d for d in self.router.plan(target) if self.location_of(d) in ("local", "trusted")]
+            req = ChatRequest(model=settings.tier, messages=[Message("user", [TextPart(prompt)])], max_tokens=16,
+                              temperature=0.0)
+            resp, _, _ = await self.router.complete(req, plan)
+            return "".join(p.text for p in resp.parts if isinstance(p, TextPart))
+
+        return Classifier(run, timeout=settings.timeout, max_chars=settings.max_chars)
+
+    def redact(self, req: ChatRequest) -> Any:
+        """Mask what the detectors found (privacy action `redact`). Raises RedactionFailed."""
+        from app.privacy.redact import Redactor
+
+        return Redactor(self.privacy.scanner, include_tool_specs=self.privacy.settings.scan_tool_specs).redact(req)
 
     def privacy_allows(self, decision: Any) -> Callable[[Deployment], bool]:
         policy = self.privacy

@@ -127,6 +127,9 @@ class Provider:
         """The client's own body with the model replaced and steering fields removed."""
         body = {k: v for k, v in req.raw.items() if k not in STEERING_FIELDS}
         body["model"] = self.deployment.model
+        meta = body.get("metadata")
+        if isinstance(meta, dict) and "tiergate_privacy" in meta:  # ours (privacy opt-in), not the upstream's
+            body["metadata"] = {k: v for k, v in meta.items() if k != "tiergate_privacy"}
         limit = self.deployment.max_output_tokens
         for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
             if limit and isinstance(body.get(key), int) and body[key] > limit:

@@ -37,7 +37,7 @@ async def handle_chat(request: web.Request, dialect: ModuleType) -> web.StreamRe
     state.record.requested_model = req.model
     state.record.stream = req.stream
     try:
-        target, plan, decision = prepare(core, state, req, request)
+        target, plan, decision = await prepare(core, state, req, request)
         cached = await core.cache_lookup(state, req, target.tier, request.headers, body)
         if cached is not None:
             return await answer_from_cache(request, state, dialect, req, target, cached)
@@ -49,7 +49,7 @@ async def handle_chat(request: web.Request, dialect: ModuleType) -> web.StreamRe
         raise
 
 
-def prepare(core: Any, state: RequestState, req: ChatRequest, request: web.Request) -> tuple[Target, list, Any]:
+async def prepare(core: Any, state: RequestState, req: ChatRequest, request: web.Request) -> tuple[Target, list, Any]:
     """Resolve the tier, check the agent, decide privacy, apply budgets, and build the plan."""
     agent = state.agent
     target = core.router.resolve(req.model)
@@ -58,7 +58,15 @@ def prepare(core: Any, state: RequestState, req: ChatRequest, request: web.Reque
         raise Forbidden(f"Agent {agent.name!r} may not use the tier {target.tier!r} "
                         f"(allowed: {', '.join(allowed_tiers)}).")
     # 1. privacy, before anything that could pick a deployment
-    decision = core.decide_privacy(req, agent, request.headers)
+    decision = await core.decide_privacy(req, agent, request.headers)
+    if decision.redact:  # action `redact`: a masked copy may go to the cloud; anything unmaskable stays local
+        from app.privacy.policy import PrivacyDecision
+        from app.privacy.redact import RedactionFailed
+
+        try:
+            state.redaction = core.redact(req)
+        except RedactionFailed:
+            decision = PrivacyDecision("local", "redaction_failed", ("detector",))
     state.record.privacy = decision.level
     state.record.privacy_rule = decision.rule
     state.privacy = decision.level
@@ -89,8 +97,11 @@ def prepare(core: Any, state: RequestState, req: ChatRequest, request: web.Reque
 async def answer(request: web.Request, state: RequestState, dialect: ModuleType, req: ChatRequest,
                  target: Target, plan: list) -> web.Response:
     core = request.app[CORE]
-    resp, raw, route = await core.router.complete(req, plan)
+    redaction = state.redaction
+    resp, raw, route = await core.router.complete(redaction.request if redaction else req, plan)
     state.routed(route)
+    if redaction is not None:
+        resp, raw = redaction.restore_response(resp), None
     if raw is None:
         raw = core.dumps(dialect.render_response(resp, req))
     core.cache_store(state, resp)
@@ -102,8 +113,14 @@ async def answer(request: web.Request, state: RequestState, dialect: ModuleType,
 async def answer_stream(request: web.Request, state: RequestState, dialect: ModuleType, req: ChatRequest,
                         target: Target, plan: list) -> web.StreamResponse:
     core = request.app[CORE]
-    stream, first_events, first_raw, route = await core.router.open_stream(req, plan)
+    redaction = state.redaction
+    stream, first_events, first_raw, route = await core.router.open_stream(redaction.request if redaction else req,
+                                                                           plan)
     state.routed(route)
+    if redaction is not None:  # placeholders back to the original values, also when split across chunks
+        restorer = redaction.stream_restorer()
+        stream = _Restored(stream, restorer)
+        first_events = [out for ev in first_events for out in restorer.feed(ev)]
     relay = StreamRelay(dialect, req, response_id=state.response_id, passthrough=stream.passthrough)
     headers = {**SSE_HEADERS, **response_headers(state, overhead_ms=state.overhead_ms(route.upstream_ms))}
     response = web.StreamResponse(status=200, headers=headers)
@@ -164,6 +181,24 @@ async def answer_from_cache(request: web.Request, state: RequestState, dialect: 
     await response.write(out)
     await response.write_eof()
     return response
+
+
+class _Restored:
+    """An upstream stream whose events pass through a redaction restorer."""
+
+    def __init__(self, stream: Any, restorer: Any):
+        self._stream, self._restorer = stream, restorer
+        self.passthrough = False
+
+    def __aiter__(self) -> "_Restored":
+        return self
+
+    async def __anext__(self) -> tuple[bytes, list]:
+        chunk, events = await anext(self._stream)
+        return chunk, [out for ev in events for out in self._restorer.feed(ev)]
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _usage_so_far(relay: StreamRelay, req: ChatRequest) -> Usage:

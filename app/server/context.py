@@ -23,7 +23,7 @@ class RequestState:
     """Everything one request learns on its way through, ending as one `UsageRecord`."""
 
     __slots__ = ("record", "t0", "agent", "response_id", "tier", "privacy", "deployment", "usage",
-                 "recorded", "cache_key", "cache_ttl", "_ttft")
+                 "recorded", "cache_key", "cache_ttl", "redaction", "_ttft")
 
     def __init__(self, request_id: str, agent: Any, dialect_in: str):
         self.t0 = time.perf_counter()
@@ -36,6 +36,7 @@ class RequestState:
         self.recorded = False
         self.cache_key: str | None = None  # set when the answer may be stored in the cache
         self.cache_ttl: float | None = None
+        self.redaction: Any = None  # app.privacy.redact.Redaction when the request goes out masked
         self._ttft: float | None = None
         self.record = UsageRecord(
             request_id=request_id, ts=time.time(), agent=getattr(agent, "name", "anonymous"), tier="",

@@ -39,7 +39,8 @@ async def status(request: web.Request) -> web.Response:
 
 async def get_privacy(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    return web.json_response({"mode": core.privacy_mode()}, dumps=core.dumps_str)
+    return web.json_response({"mode": core.privacy_mode(), "problem": core.privacy_state.problem},
+                             dumps=core.dumps_str)
 
 
 async def put_privacy(request: web.Request) -> web.Response:

@@ -45,7 +45,7 @@ async def embeddings(request: web.Request) -> web.Response:
 
     probe = ChatRequest(model=model, messages=[Message("user", [TextPart(t) for t in inputs if isinstance(t, str)])],
                         dialect=Dialect.OPENAI_CHAT)
-    target, plan, _ = prepare(core, state, probe, request)
+    target, plan, _ = await prepare(core, state, probe, request)
     resp, route = await core.router.embed(req, plan)
     state.routed(route)
     state.finish(resp.usage)
@@ -63,7 +63,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     body = await read_json(request)
     req = anthropic_messages.parse_request(body, request.headers, require_max_tokens=False)
     state = RequestState(new_request_id(), request.get(AGENT_KEY), Dialect.ANTHROPIC.value)
-    target, plan, _ = prepare(core, state, req, request)
+    target, plan, _ = await prepare(core, state, req, request)
     for d in plan:
         provider = core.router.providers.get(d.id)
         if d.provider == "anthropic" and provider is not None and core.router.health.usable(d.id):
