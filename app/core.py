@@ -111,7 +111,8 @@ class Tiergate:
         self.pricing = Pricing(cfg)
         if self._budget_unsubscribe is not None:
             self._budget_unsubscribe()
-        self.budgets = Budgets(BudgetSettings.from_section(cfg.section("budgets"), tiers=cfg.tiers), self.bus)
+        self.budgets = Budgets(BudgetSettings.from_section(_budgets_with_agent_settings(cfg), tiers=cfg.tiers),
+                               self.bus)
         self._budget_unsubscribe = self.budgets.attach(self.bus)
         self.ollama_settings = parse_settings(cfg.section("ollama"))
         for d in cfg.deployments:  # per-tier keep_alive policy for deployments that set none
@@ -434,6 +435,26 @@ class Tiergate:
                         out_tokens=r.output_tokens, overhead_ms=r.overhead_ms, privacy=r.privacy,
                         cache=r.cache_hit, error=r.error or None, fallbacks=r.fallback_path or None)
         access_log.info(orjson.dumps(line).decode())
+
+
+def _budgets_with_agent_settings(cfg: Config) -> Any:
+    """`tiergate_settings.budgets`, plus each `tiergate_settings.agents.NAME.budget` as `budgets.agents.NAME`
+    (a bare number is a monthly limit in US dollars). Errors still point at the line the user wrote."""
+    from app.config.schema import Section
+
+    budgets, agents = cfg.section("budgets"), cfg.section("agents")
+    extra = {name: ({"period": "month", "limit": v["budget"]} if isinstance(v["budget"], (int, float))
+                    and not isinstance(v["budget"], bool) else v["budget"])
+             for name, v in agents.data.items() if isinstance(v, dict) and v.get("budget") is not None}
+    if not extra:
+        return budgets
+    data = dict(budgets.data)
+    data["agents"] = {**extra, **(data.get("agents") or {})}
+    lines = dict(budgets.lines)
+    for key, line in agents.lines.items():  # ("tiergate_settings","agents",NAME,"budget",…) -> budgets.agents.NAME…
+        if key[:2] == agents.path[:2] and len(key) >= 4 and key[3] == "budget":
+            lines.setdefault(budgets.path + ("agents", key[2]) + key[4:], line)
+    return Section(data, budgets.path, budgets.file, lines)
 
 
 __all__ = ["Tiergate", "TiergateError"]

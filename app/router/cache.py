@@ -275,7 +275,10 @@ class ResponseCache:
             "tools": req.tools, "tool_choice": req.tool_choice, "max_tokens": req.max_tokens,
             "temperature": req.temperature, "top_p": req.top_p, "stop": req.stop, "seed": req.seed,
             "response_format": req.response_format, "reasoning_effort": req.reasoning_effort,
-            "thinking": req.thinking, "headers": {k.lower(): v for k, v in req.headers.items()},
+            "thinking": req.thinking,
+            # Only headers that change the answer: anthropic-beta does; anthropic-version (every SDK sends
+            # one) does not, and keeping it would stop OpenAI and Anthropic clients sharing an entry.
+            "headers": {k.lower(): v for k, v in req.headers.items() if k.lower() == "anthropic-beta"},
             "extra": {k: raw[k] for k in EXTRA_KEY_FIELDS if k in raw},
         }
         blob = orjson.dumps(material, default=_tagged, option=_KEY_OPTS)

@@ -63,7 +63,8 @@ class RouteResult:
 
     @property
     def fallback_path(self) -> list[str]:
-        return [a.deployment for a in self.attempts if a.error != "ok"]
+        """Deployments tried before the one that answered, each once, in order."""
+        return list(dict.fromkeys(a.deployment for a in self.attempts if a.error != "ok"))
 
 
 class Router:

@@ -205,8 +205,9 @@ def _usage_so_far(relay: StreamRelay, req: ChatRequest) -> Usage:
     """What a stream cut short used: the upstream's own figures where it sent them, else an estimate
     (flagged `estimated`) from the characters seen and the request size (4 characters a token)."""
     usage = relay.assembler.usage
-    if usage.output_tokens == 0 and relay.assembler.output_chars:
-        usage.output_tokens = relay.assembler.output_chars // 4 + 1
+    seen = relay.assembler.output_chars // 4 + 1 if relay.assembler.output_chars else 0
+    if seen > usage.output_tokens:  # e.g. Anthropic's message_start placeholder of 1 output token
+        usage.output_tokens = seen
         usage.estimated = True
     if usage.prompt_tokens == 0:
         usage.input_tokens = max(1, len(request_size_hint(req)) // 4)

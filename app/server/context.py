@@ -71,6 +71,9 @@ class RequestState:
             r.status = "refused" if err.status in (401, 403, 404, 413, 429) and not r.deployment else "error"
         r.http_status = err.status
         r.error = err.code
+        attempts = getattr(err, "attempts", None)  # AllDeploymentsFailed: what was tried
+        if attempts and not r.fallback_path:
+            r.fallback_path = list(dict.fromkeys(a[0] for a in attempts))
         if usage is not None:
             self.usage = usage
 

@@ -50,7 +50,7 @@ async def put_privacy(request: web.Request) -> web.Response:
     if mode not in ("on", "off"):
         raise BadRequest('mode must be "on" (everything stays local) or "off".')
     core.set_privacy_mode(mode, source="api")
-    return web.json_response({"mode": core.privacy_mode()}, dumps=core.dumps_str)
+    return await get_privacy(request)
 
 
 async def usage(request: web.Request) -> web.Response:
