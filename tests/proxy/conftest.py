@@ -21,13 +21,16 @@ from app.core import Tiergate
 from app.secrets.store import SecretStore
 from tests.fakes import DEFAULT_ANTHROPIC_KEY, DEFAULT_OPENAI_KEY, FakeAnthropic, FakeOpenAI
 
-# The three-tier stack most tests use.
+# The three-tier stack most tests use. The fakes listen on 127.0.0.1, which would make them "local":
+# the cloud ones say where they stand in for.
 TIERS = """
 model_list:
   - model_name: orchestrator
     litellm_params: {{model: anthropic/claude-opus-4-1, api_base: "{anthropic}", api_key: os.environ/ANTHROPIC_API_KEY}}
+    model_info: {{location: cloud}}
   - model_name: coder
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{openai}/v1", api_key: os.environ/OPENAI_API_KEY}}
+    model_info: {{location: cloud}}
   - model_name: helper
     litellm_params: {{model: ollama_chat/llama3.2:latest, api_base: "{ollama}", num_ctx: 32768, keep_alive: 10m}}
 router_settings:
