@@ -134,11 +134,10 @@ async def test_every_endpoint_refuses_missing_wrong_and_revoked_keys(proxy, meth
         "provider key": {"authorization": f"Bearer {DEFAULT_OPENAI_KEY}"},
     }
     for name, headers in cases.items():
-        status, resp_headers, got = await call(p, method, path, body, headers)
+        status, _, got = await call(p, method, path, body, headers)
         assert status == 401, (name, got)
         message = assert_error(dialect, got, code="authentication_error", anthropic_type="authentication_error")
         assert bad not in json.dumps(got) and revoked not in json.dumps(got), name
-        assert "www-authenticate" not in {k.lower() for k in resp_headers} or True
         assert ("Missing API key" in message) == (name in ("missing", "empty bearer", "garbage")), (name, message)
     status, _, _ = await call(p, method, path, body, {"authorization": f"Bearer {p.key}"})
     assert status == 200  # the valid key still works after all those failures
@@ -536,9 +535,9 @@ async def test_slowloris_headers_are_cut_off_while_others_are_served(proxy):
     for _, w in conns:
         w.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", p.core.port)  # sends nothing at all
+    idle_t0 = time.monotonic()
     results = await asyncio.gather(*(_trickle_until_closed(r, w, b"X-a: b\r\n", every=0.2, give_up=8)
                                      for r, w in conns))
-    idle_t0 = time.monotonic()
     idle = await asyncio.wait_for(idle_reader.read(), 8)
     stop.set()
     served = await others
