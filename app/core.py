@@ -370,6 +370,8 @@ class Tiergate:
         """A cached answer for this agent's identical request, or None (and remember how to store it)."""
         from app.router.cache import CacheControl
 
+        if not self.cache.settings.enabled:
+            return None
         control = CacheControl.from_request(headers, body)
         if not (control.read or control.write):
             return None
