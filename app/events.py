@@ -119,6 +119,9 @@ class PullProgress(Event):
     status: str  # Ollama's status line ("pulling manifest", "pulling <digest>", "success", …)
     completed: int = 0  # bytes, all layers
     total: int = 0
+    digest: str = ""  # the layer this line is about ("" for manifest/verify/write steps)
+    layer_completed: int = 0  # bytes of that layer
+    layer_total: int = 0
     bytes_per_second: float = 0.0
     eta_seconds: float | None = None
     done: bool = False

@@ -433,9 +433,12 @@ class OllamaManager:
 
     def _emit_pull(self, handle: PullHandle, *, done: bool, error: str = "") -> None:
         t = handle.tracker
+        layer = t.layers.get(t.current)
         self.bus.emit(PullProgress(host=handle.host, model=handle.model, status=t.status, completed=t.completed,
                                    total=t.total, bytes_per_second=t.bytes_per_second, eta_seconds=t.eta_seconds,
-                                   done=done, error=error))
+                                   done=done, error=error, digest=t.current,
+                                   layer_completed=layer.completed if layer else 0,
+                                   layer_total=layer.total if layer else 0))
 
     # ------------------------------------------------------------------------------------ planning
     async def fit(self, host: OllamaHost | str | None, model: str, *, num_ctx: int | None = None) -> FitReport:

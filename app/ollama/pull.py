@@ -40,6 +40,7 @@ class PullTracker:
         self.clock = clock
         self.layers: dict[str, LayerProgress] = {}
         self.status = ""
+        self.current = ""  # digest of the layer the last progress line was about
         self._baseline: dict[str, int] = {}  # completed bytes of a layer when this pull first saw it
         self._samples: deque[tuple[float, int]] = deque()
         self.started = clock()
@@ -47,6 +48,7 @@ class PullTracker:
     def update(self, status: str, digest: str | None = None, total: int | None = None,
                completed: int | None = None) -> None:
         self.status = status
+        self.current = digest or ""
         if digest:
             layer = self.layers.setdefault(digest, LayerProgress(digest))
             if total:

@@ -59,6 +59,8 @@ async def test_pull_reports_progress_and_installs(fake: FakeOllama):
     assert events[-1].done and not any(e.done for e in events[:-1]) and events[-1].error == ""
     assert events[-1].completed == events[-1].total == 12 * MiB + 1_429
     assert handle.tracker.layers[WEIGHTS].completed == 12 * MiB  # per layer, as well as the total
+    assert {(e.digest, e.layer_completed, e.layer_total) for e in layer[-1:]} == {(WEIGHTS, 12 * MiB, 12 * MiB)}
+    assert events[0].digest == "" and events[0].layer_total == 0  # the manifest step is about no layer
     assert "tiny:1b" in {x.name for x in await m.list_models()}
     body = next(r for r in fake.requests if r.path == "/api/pull").json
     assert body == {"model": "tiny:1b", "insecure": False, "stream": True}  # never insecure
