@@ -24,6 +24,7 @@ from app.server.relay import StreamRelay
 from app.usage import UsageRecord
 
 log = logging.getLogger("tiergate.request")
+content_log = logging.getLogger("tiergate.content")
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
@@ -33,6 +34,8 @@ async def handle_chat(request: web.Request, dialect: ModuleType) -> web.StreamRe
     core = request.app[CORE]
     state: RequestState = request[STATE]
     body = await read_json(request)
+    if core.config.server.log_content:  # debug content logging: only when switched on in the config
+        content_log.info("%s request %s", state.response_id, core.dumps(body).decode())
     req = dialect.parse_request(body, request.headers)
     state.record.requested_model = req.model
     state.record.stream = req.stream
@@ -106,6 +109,8 @@ async def answer(request: web.Request, state: RequestState, dialect: ModuleType,
         raw = core.dumps(dialect.render_response(resp, req))
     core.cache_store(state, resp)
     state.finish(resp.usage)
+    if core.config.server.log_content:
+        content_log.info("%s response %s", state.response_id, raw.decode("utf-8", "replace"))
     headers = response_headers(state, overhead_ms=state.overhead_ms(route.upstream_ms))
     return web.Response(body=raw, status=200, content_type="application/json", headers=headers)
 
