@@ -49,7 +49,7 @@ async def run_aider(exe: str, stack, tier: str):
 
 
 @pytest.mark.parametrize("tier", ["orchestrator", "coder", "codex", "helper"])
-async def test_aider_edits_a_file_through_each_dialect(stack, aider_exe, tier):
+async def test_aider_edits_a_file_through_each_dialect(aider_exe, stack, tier):
     fake = stack.upstream(tier)
     fake.replies += [Reply(text=CREATE), Reply(text=FIX)]
     run = await run_aider(aider_exe, stack, tier)

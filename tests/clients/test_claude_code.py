@@ -20,10 +20,10 @@ import pytest
 
 from tests.clients.harness import (
     TIER_UPSTREAM,
-    check_traffic,
-    chat_requests,
-    run_client,
     base_env,
+    chat_requests,
+    check_traffic,
+    run_client,
     tool_results,
 )
 from tests.fakes import Fault, Reply
@@ -98,7 +98,7 @@ def check_claude_code_dialect(stack) -> None:
     ("codex", "codex"),  # → OpenAI Responses
     ("thinker", "thinker"),  # → Ollama /api/chat, a local model that can think
 ])
-async def test_claude_code_writes_a_file_through_each_dialect(stack, claude_exe, tier, model):
+async def test_claude_code_writes_a_file_through_each_dialect(claude_exe, stack, tier, model):
     script_write(stack, tier)
     run = await run_claude(claude_exe, stack, model)
     check_round_trip(stack, tier, run)
@@ -108,7 +108,7 @@ async def test_claude_code_writes_a_file_through_each_dialect(stack, claude_exe,
         assert upstream.headers["x-api-key"] == stack.upstream(tier).api_key  # Tiergate's key, not the agent's
 
 
-async def test_claude_code_recovers_from_a_broken_stream(stack, claude_exe):
+async def test_claude_code_recovers_from_a_broken_stream(claude_exe, stack):
     """The upstream drops the stream mid-answer: Tiergate ends it with an error event, Claude Code re-sends
     the request without streaming, and both requests are in the ledger (the broken one flagged)."""
     fake = stack.upstream("coder")
@@ -132,7 +132,7 @@ async def test_claude_code_recovers_from_a_broken_stream(stack, claude_exe):
     "Claude Code given a tier name (a model it does not know) sends a role 'system' turn inside messages with "
     "the mid-conversation-system-2026-04-07 beta; Tiergate passes it through to the Anthropic upstream and the "
     "fake Anthropic rejects it (messages.1.role). Fix the fake (honour the beta) or fold the turn into `system`."))
-async def test_claude_code_by_tier_name_on_the_anthropic_tier(stack, claude_exe):
+async def test_claude_code_by_tier_name_on_the_anthropic_tier(claude_exe, stack):
     script_write(stack, "orchestrator")
     run = await run_claude(claude_exe, stack, "orchestrator")
     check_round_trip(stack, "orchestrator", run)
@@ -142,7 +142,7 @@ async def test_claude_code_by_tier_name_on_the_anthropic_tier(stack, claude_exe)
     "Claude Code always asks for thinking (adaptive or enabled) and effort; Tiergate's Ollama codec turns that "
     "into `think: true`, which Ollama refuses for a model without the thinking capability (llama3.2: "
     "'\"llama3.2:latest\" does not support thinking'). app/dialects/ollama_chat.py `_think`."))
-async def test_claude_code_on_a_local_model_that_cannot_think(stack, claude_exe):
+async def test_claude_code_on_a_local_model_that_cannot_think(claude_exe, stack):
     script_write(stack, "helper")
     run = await run_claude(claude_exe, stack, "helper")
     check_round_trip(stack, "helper", run)

@@ -88,7 +88,7 @@ def check_codex_dialect(stack) -> None:
         "(\"Unknown parameter: 'client_metadata'\"). Decide: the fake accepts it, or Tiergate drops it."))),
     "helper",  # → Ollama /api/chat
 ])
-async def test_codex_runs_a_command_through_each_dialect(stack, codex_exe, tier):
+async def test_codex_runs_a_command_through_each_dialect(codex_exe, stack, tier):
     dialect = TIER_UPSTREAM[tier][1]
     fake = stack.upstream(tier)
     fake.replies += [Reply(text="", tool_calls=[("exec_command", json.dumps({"cmd": COMMAND}), CALL_IDS[dialect])]),
