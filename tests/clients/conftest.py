@@ -97,15 +97,22 @@ def thinking_model() -> FakeModel:
                                            context=40960, params=2_031_739_904))
 
 
+@pytest.fixture
+def tiergate_config() -> str:
+    """The config text the stack's core starts with (a test may parametrize this name to change it)."""
+    return CLIENT_TIERS
+
+
 @pytest_asyncio.fixture
-async def stack(proxy, fake_openai, fake_anthropic, fake_ollama, tmp_path: Path) -> AsyncIterator[Stack]:  # noqa: F811
+async def stack(proxy, fake_openai, fake_anthropic, fake_ollama, tmp_path: Path,  # noqa: F811
+                tiergate_config: str) -> AsyncIterator[Stack]:
     guard = LoopbackGuard()
     guard.install()
     trap = EgressTrap()
     await trap.start()
     fake_ollama.add_model(thinking_model())
     inbound = InboundRecorder()
-    p = await proxy(CLIENT_TIERS, extra_middlewares=[inbound.middleware])
+    p = await proxy(tiergate_config, extra_middlewares=[inbound.middleware])
     usage = UsageLog(p.core.bus)
     try:
         yield Stack(p, {"openai": fake_openai, "anthropic": fake_anthropic, "ollama": fake_ollama}, usage, trap,
