@@ -63,6 +63,7 @@ async def test_aider_edits_a_file_through_each_dialect(aider_exe, stack, tier):
     # The test command's output went back to the model in the next request.
     assert "I ran this command:" in last_user_text(second, dialect)
     assert "MARKER MISSING\nhello from tiergate" in last_user_text(second, dialect)
+    assert {(r.method, r.path_qs) for r in stack.inbound.requests} == {("POST", "/v1/chat/completions")}
     sent = stack.inbound.chat("/v1/chat/completions")
     assert [(r.body["stream"], "stream_options" in r.body) for r in sent] == [(True, False)] * 2
     assert all(r.headers["user-agent"].startswith("OpenAI/Python") for r in sent)

@@ -88,6 +88,7 @@ def check_round_trip(stack, tier: str, run) -> None:
 
 def check_claude_code_dialect(stack) -> None:
     """What the issue lists about Claude Code's requests, as Tiergate received them."""
+    assert {r.path_qs for r in stack.inbound.requests} == {"/v1/messages?beta=true"}  # no count_tokens in -p
     sent = stack.inbound.chat("/v1/messages")
     assert len(sent) == 2
     for r in sent:

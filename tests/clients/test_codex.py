@@ -67,6 +67,7 @@ def events(stdout: str) -> list[dict]:
 
 def check_codex_dialect(stack) -> None:
     """What the issue lists about Codex's requests, as Tiergate received them."""
+    assert {(r.method, r.path_qs) for r in stack.inbound.requests} == {("POST", "/v1/responses")}
     sent = stack.inbound.chat("/v1/responses")
     assert len(sent) == 2
     for r in sent:
