@@ -87,6 +87,17 @@ def _raw_uncovered_blocks(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
             yield from _uncovered(f"raw.{key}", items)
 
 
+# Keys of messages, items and blocks whose text the canonical model carries (or that hold no user text:
+# ids, flags, image and document sources, upstream-encrypted data). Any other key of a message or block
+# is forwarded by a same-dialect pass-through, so its strings are scanned from the raw body (citations,
+# annotations, a message's `name`, `refusal`, legacy `function_call`, reasoning summaries, …).
+_COVERED_KEYS = frozenset({
+    "type", "role", "content", "text", "id", "status", "cache_control", "tool_calls", "tool_call_id",
+    "tool_use_id", "call_id", "arguments", "output", "input", "is_error", "thinking", "signature", "data",
+    "encrypted_content", "source", "image_url", "detail", "file_id", "title", "context", "citations_enabled",
+})
+
+
 def _uncovered(place: str, items: list[Any]) -> Iterator[tuple[str, str]]:
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -95,6 +106,11 @@ def _uncovered(place: str, items: list[Any]) -> Iterator[tuple[str, str]]:
         if kind is not None and kind not in _CANONICAL_BLOCKS:
             yield from _walk(f"{place}[{i}]", item)
             continue
+        for key, value in item.items():
+            if key not in _COVERED_KEYS and value is not None and not isinstance(value, (bool, int, float)):
+                if key == "name" and kind in ("tool_use", "function_call"):
+                    continue  # a tool name: scanned canonically
+                yield from _walk(f"{place}[{i}].{key}", value)
         content = item.get("content")
         if isinstance(content, list):
             yield from _uncovered(f"{place}[{i}].content", content)

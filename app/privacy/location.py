@@ -123,7 +123,9 @@ def location_of(deployment: Deployment, trusted_hosts: TrustedHosts | Iterable[s
         if explicit not in LOCATIONS:
             return "cloud"  # the config validates this; a bad value here must still fail closed
         return explicit
-    if deployment.provider in ("ollama", "ollama_chat") and is_ollama_cloud_model(deployment.model):
+    if is_ollama_cloud_model(deployment.model):
+        # Ollama runs `…cloud` models on ollama.com whichever API reaches it (/api/chat, or /v1 as
+        # `openai/<model>` at localhost:11434/v1). Any provider: a local name ending in "cloud" fails closed.
         return "cloud"
     host = url_host(deployment.api_base)
     if host is None:

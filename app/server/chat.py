@@ -17,7 +17,7 @@ from aiohttp import web
 
 from app.assembly import events_from_response
 from app.canonical import ChatRequest, ChatResponse, Usage
-from app.errors import Forbidden, PrivacyRefused, TiergateError, UpstreamError
+from app.errors import AllDeploymentsFailed, Forbidden, PrivacyRefused, TiergateError, UpstreamError
 from app.router.router import RouteResult, Target
 from app.server.context import CORE, STATE, RequestState, read_json, response_headers
 from app.server.relay import StreamRelay
@@ -44,9 +44,17 @@ async def handle_chat(request: web.Request, dialect: ModuleType) -> web.StreamRe
         cached = await core.cache_lookup(state, req, target.tier, request.headers, body)
         if cached is not None:
             return await answer_from_cache(request, state, dialect, req, target, cached)
-        if req.stream:
-            return await answer_stream(request, state, dialect, req, target, plan)
-        return await answer(request, state, dialect, req, target, plan)
+        try:
+            if req.stream:
+                return await answer_stream(request, state, dialect, req, target, plan)
+            return await answer(request, state, dialect, req, target, plan)
+        except AllDeploymentsFailed as e:
+            if decision.level != "local":
+                raise
+            # Every local deployment is down, slow, failing or cooling down: say so, and that nothing was
+            # sent to the cloud instead.
+            state.record.fallback_path = list(dict.fromkeys(a[0] for a in e.attempts))
+            raise core.privacy.refusal(decision, target.tier, all_down=True) from e
     except TiergateError as e:
         state.fail(e)
         raise

@@ -474,7 +474,7 @@ async def _break_local(kind: str, p: Any, fake_ollama: Any) -> None:
         for tier in ("coder", "helper-local"):
             status, _, _ = await send(p, "openai", body_for("openai", tier, f"warm-up {tier}"),
                                       headers={**NO_CACHE, "X-Tiergate-Privacy": "local"})
-            assert status >= 500
+            assert status == 403  # the local deployment failed: refused, nothing sent to a cloud
         health = p.core.router.health
         assert {health.get(d).state for d in LOCAL_DEPLOYMENTS} == {"cooling_down"}
 
@@ -596,10 +596,6 @@ async def test_cache_database_holds_no_request_text(proxy, tmp_path, fake_ollama
 REDACT = config(privacy="    action: redact\n")
 
 
-def _placeholder_request(fake: Any) -> str:
-    return chat_requests(fake)[-1].body.decode()
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["buffered", "stream"])
 async def test_redact_openai_sdk(proxy, fake_openai, fake_ollama, stream):
     p = await proxy(REDACT)
@@ -624,8 +620,8 @@ async def test_redact_openai_sdk(proxy, fake_openai, fake_ollama, stream):
         assert raw.headers["x-tiergate-deployment"] == "coder/openai/gpt-4o-mini"
     assert content == f"Sent to {EMAIL} with {OPENAI_KEY}."
     assert json.loads(args) == {"to": EMAIL, "key": OPENAI_KEY}
-    sent = _placeholder_request(fake_openai)
-    assert "«TG_EMAIL_1»" in sent and "«TG_SECRET_1»" in sent or "\\u00abTG_" in sent
+    sent = chat_requests(fake_openai)[-1].json
+    assert sent["messages"] == [{"role": "user", "content": "mail «TG_EMAIL_1» the key «TG_SECRET_1» and again «TG_EMAIL_1»"}]
     assert_never_sent(OPENAI_KEY, fake_openai)
     assert_never_sent(EMAIL, fake_openai)
     assert chat_requests(fake_ollama) == []
@@ -653,8 +649,11 @@ async def test_redact_anthropic_sdk(proxy, fake_anthropic, stream):
     restored = final.content[0].text
     assert restored == f"Using {OPENAI_KEY} for {EMAIL} ({GITHUB_TOKEN})."
     sent = chat_requests(fake_anthropic)[-1].json
-    assert sent["system"][0]["text"] == "The deploy key is «TG_SECRET_1»." if isinstance(sent["system"], list) \
-        else sent["system"] == "The deploy key is «TG_SECRET_1»."
+    system = sent["system"] if isinstance(sent["system"], str) else sent["system"][0]["text"]
+    assert system == "The deploy key is «TG_SECRET_1»."
+    assert sent["messages"][0]["content"][0]["text"] == "write to «TG_EMAIL_1»"
+    assert sent["messages"][2]["content"][0]["content"] in ("TOKEN=«TG_SECRET_2»",
+                                                            [{"type": "text", "text": "TOKEN=«TG_SECRET_2»"}])
     for value in (OPENAI_KEY, EMAIL, GITHUB_TOKEN):
         assert_never_sent(value, fake_anthropic)
 
@@ -907,3 +906,79 @@ async def test_fields_only_the_pass_through_forwards_are_scanned(proxy, fake_ope
     assert_never_sent(EMAIL, fake_openai, fake_anthropic)
     assert_never_sent(GITHUB_TOKEN, fake_openai, fake_anthropic)
     assert headers["x-tiergate-privacy"] == "local", body
+
+
+# ==================================================================== the other endpoints that carry text
+async def test_embeddings_of_sensitive_text_stay_local(proxy, fake_openai, fake_anthropic, fake_ollama):
+    p = await proxy(config())
+    status, headers, body = await p.request("POST", "/v1/embeddings", json={"model": "coder", "input": [
+        "harmless", f"customer {EMAIL}"]})
+    assert (status, headers["x-tiergate-privacy"], headers["x-tiergate-deployment"]) == (
+        200, "local", "coder/ollama/llama3.2:latest"), body
+    status, headers, body = await p.request("POST", "/v1/embeddings", json={"model": "gpt", "input": SECRET_TEXT})
+    assert status == 403 and body["error"]["code"] == "privacy_refused"
+    assert chat_requests(fake_openai, fake_anthropic) == [] and [r for r in fake_openai.requests] == []
+    assert [r.path for r in fake_ollama.requests if r.path == "/api/embed"] == ["/api/embed"]
+
+
+async def test_count_tokens_of_sensitive_text_never_asks_anthropic(proxy, fake_anthropic):
+    p = await proxy(config())
+    body = body_for("anthropic", "orchestrator", SECRET_TEXT)
+    status, headers, out = await p.request("POST", "/v1/messages/count_tokens", json=body)
+    assert status == 200 and headers["x-tiergate-estimate"] == "true" and out["input_tokens"] > 0
+    status, headers, out = await p.request("POST", "/v1/messages/count_tokens",
+                                           json=body_for("anthropic", "orchestrator", "clean"))
+    assert status == 200 and headers["x-tiergate-estimate"] == "false"  # control: clean text is counted upstream
+    assert [r.path for r in fake_anthropic.requests] == ["/v1/messages/count_tokens"]
+    assert_never_sent(OPENAI_KEY, fake_anthropic)
+
+
+async def test_redact_embeddings_never_send_the_original(proxy, fake_openai):
+    """With `action: redact` the decision is `any` (+ redact): the chat path masks the request, and so must
+    every other path that sends the text to a cloud deployment — or keep it local."""
+    p = await proxy(REDACT)
+    status, headers, body = await p.request("POST", "/v1/embeddings", json={"model": "gpt",
+                                                                           "input": [f"customer {EMAIL}"]})
+    assert_never_sent(EMAIL, fake_openai)
+
+
+async def test_redact_count_tokens_never_sends_the_original(proxy, fake_anthropic):
+    p = await proxy(REDACT)
+    status, headers, out = await p.request("POST", "/v1/messages/count_tokens",
+                                           json=body_for("anthropic", "orchestrator", SECRET_TEXT))
+    assert status == 200
+    assert_never_sent(OPENAI_KEY, fake_anthropic)
+
+
+async def test_concrete_cloud_deployment_name_is_refused_for_local_requests(proxy, fake_openai):
+    p = await proxy(config())
+    status, headers, body = await send(p, "openai", body_for("openai", "openai/gpt-4o-mini", SECRET_TEXT))
+    assert status == 403 and headers["x-tiergate-privacy"] == "local"
+    assert "secret.openai_key" in body["error"]["message"]
+    assert chat_requests(fake_openai) == []
+
+
+async def test_classifier_on_a_cloud_tier_never_sends_the_text(proxy, fake_openai, fake_anthropic, fake_ollama):
+    """The optional classifier asks a local model; pointed at a cloud-only tier it cannot run, and the request
+    is treated as sensitive (`classifier_*`) rather than classified in the cloud."""
+    p = await proxy(config(privacy="    classifier: {{enabled: true, tier: gpt, timeout: 1.0}}\n"))
+    status, headers, body = await send(p, "openai", body_for("openai", "coder", "tell me about the merger"))
+    assert (status, headers["x-tiergate-privacy"]) == (200, "local"), body
+    assert chat_requests(fake_openai, fake_anthropic) == []
+    assert (await records(p))[-1].privacy_rule.startswith("classifier")
+
+
+# ======================================================= redirects: an upstream cannot send the body elsewhere
+@pytest.mark.parametrize("status_code", [307, 308])
+async def test_local_upstream_redirect_to_a_cloud_host_is_not_followed(proxy, fake_anthropic, fake_ollama,
+                                                                       status_code):
+    """A local deployment (here Ollama) that answers with a redirect must not make Tiergate re-send the
+    sensitive body to the redirect's host: upstream addresses come from the config only."""
+    p = await proxy(config())
+    fake_ollama.faults.append(Fault.status(status_code, "moved", path="/api/chat",
+                                           headers={"Location": fake_anthropic.base_url + "/v1/messages"}))
+    status, headers, body = await send(p, "openai", body_for("openai", "helper-local", SECRET_TEXT),
+                                       headers=NO_CACHE)
+    assert headers["x-tiergate-privacy"] == "local"
+    assert fake_anthropic.requests == []
+    assert status >= 400, body
