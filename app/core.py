@@ -242,7 +242,7 @@ class Tiergate:
         await self.cache.start()
         register_secrets(self._provider_keys)
         middlewares = security_middlewares(self.config.server, self.agents, self.secret_store,
-                                           public_paths=("/health",))
+                                           public_paths=("/", "/health"))
         app = create_app(self, extra_middlewares=[*middlewares, *(self.extra_middlewares or [])])
         app.on_response_prepare.append(cors_response_headers)
         from app.server.security import server_limits

@@ -104,8 +104,14 @@ def _default(obj: object) -> object:
     raise TypeError
 
 
+async def root(request: web.Request) -> web.Response:
+    """`GET`/`HEAD /`: clients probe it at start (Claude Code does); no key needed, nothing revealed."""
+    return web.json_response({"name": "tiergate", "status": "ok"})
+
+
 def register(app: web.Application) -> None:
     r = app.router
+    r.add_get("/", root)
     r.add_get("/health", health)
     r.add_get("/health/upstreams", health_upstreams)
     r.add_get("/tiergate/status", status)

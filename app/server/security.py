@@ -512,8 +512,14 @@ def auth_middleware(settings: ServerSettings, registry: AgentRegistry, store: An
         keys = presented_keys(request)
         identity = await identify(keys) if keys else None
         if identity is None and (keys or required or management):
+            if not keys:
+                # No key at all: a probe or a misconfigured client, not a guess. Refused, but not counted
+                # toward the lock-out (Claude Code sends a keyless `HEAD /` at every start).
+                log.info("Authentication failed from %s: no key (%s %s)", address, request.method, request.path)
+                raise Unauthorized("Missing API key. Send your Tiergate agent key as `Authorization: Bearer <key>` "
+                                   "or `x-api-key: <key>` (create one with `tiergate agents add NAME`).")
             count = limiter.record_failure(address)
-            reason = "invalid or revoked key" if keys else "no key"
+            reason = "invalid or revoked key"
             if count >= limiter.max_failures:
                 log.warning("Authentication: %d failed attempts from %s within %.0f s (last: %s); refusing "
                             "that address for %.0f s", count, address, limiter.window, reason,

@@ -100,8 +100,9 @@ class FakeAnthropic(FakeServer):
             raise AnthropicInvalid("There was an error parsing the body: invalid JSON") from None
         if not isinstance(body, dict):
             raise AnthropicInvalid("Input should be a valid dictionary or object to extract fields from")
-        validate_messages(body, beta=bool(request.headers.get("anthropic-beta")),
-                          strict_alternation=self.strict_alternation, count_tokens=count_tokens)
+        betas = request.headers.get("anthropic-beta", "")
+        validate_messages(body, beta=bool(betas), strict_alternation=self.strict_alternation,
+                          count_tokens=count_tokens, system_turns="mid-conversation-system" in betas)
         if self.reject_unknown_models and body["model"] not in self.models:
             raise AnthropicInvalid(f"model: {body['model']}", status=404, kind="not_found_error")
         return body

@@ -80,7 +80,9 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> None:
 
 
 def validate_messages(body: dict[str, Any], *, beta: bool, strict_alternation: bool,
-                      count_tokens: bool = False) -> None:
+                      count_tokens: bool = False, system_turns: bool = False) -> None:
+    """`system_turns`: the mid-conversation-system beta is on, which lets `role: "system"` turns (text only)
+    stand inside `messages` (Claude Code sends them under it)."""
     allowed = COUNT_TOKENS_FIELDS if count_tokens else MESSAGES_FIELDS
     _extra(body, allowed | BETA_FIELDS if beta else allowed, "")
     for name in ("model", "messages") if count_tokens else ("model", "max_tokens", "messages"):
@@ -105,7 +107,7 @@ def validate_messages(body: dict[str, Any], *, beta: bool, strict_alternation: b
     _thinking(body)
     _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"))
-    _messages(body["messages"], strict_alternation)
+    _messages(body["messages"], strict_alternation, system_turns)
 
 
 def _system(system: Any) -> None:
@@ -182,7 +184,7 @@ def _tool_choice(choice: Any) -> None:
         raise AnthropicInvalid("tool_choice.tool.name: Field required")
 
 
-def _messages(messages: Any, strict: bool) -> None:
+def _messages(messages: Any, strict: bool, system_turns: bool = False) -> None:
     if not isinstance(messages, list):
         raise AnthropicInvalid("messages: Input should be a valid list")
     if not messages:
@@ -195,6 +197,11 @@ def _messages(messages: Any, strict: bool) -> None:
             raise AnthropicInvalid(f"messages.{i}: Input should be a valid dictionary or object to extract fields from")
         _extra(msg, {"role", "content"}, f"messages.{i}.")
         role = msg.get("role")
+        if role == "system" and system_turns and i > 0:
+            _system(msg.get("content"))
+            if msg.get("content") in (None, "", []):
+                raise AnthropicInvalid(f"messages.{i}.content: a system turn needs text")
+            continue
         if role is None or "content" not in msg:
             raise AnthropicInvalid(f"messages.{i}.{'role' if role is None else 'content'}: Field required")
         if role not in ("user", "assistant"):

@@ -309,3 +309,16 @@ async def test_ollama_host_down_is_reported_with_the_fix(proxy, fake_ollama):
     assert health.state in ("not_running", "not_installed")
     assert "ollama" in (health.fix or "").lower()
     assert not p.core.ollama.deployment_available(p.core.config.tiers["helper"][0])
+
+
+async def test_thinking_asked_of_a_local_model_that_cannot_think_is_dropped(proxy, fake_ollama):
+    """Claude Code always asks for thinking; llama3.2 has no thinking capability and Ollama refuses `think`."""
+    p = await proxy()
+    for n in range(2):
+        async with p.anthropic().messages.stream(model="helper", max_tokens=200, thinking={"type": "enabled",
+                                                                                           "budget_tokens": 1024},
+                                                 messages=[{"role": "user", "content": f"hi {n}"}]) as s:
+            final = await s.get_final_message()
+        assert final.content[-1].text == f"hi {n}"
+    chats = [r.json for r in fake_ollama.requests if r.path == "/api/chat"]
+    assert [c.get("think") for c in chats] == [True, None, None]  # refused once, then never asked again
