@@ -658,6 +658,26 @@ async def test_redact_anthropic_sdk(proxy, fake_anthropic, stream):
         assert_never_sent(value, fake_anthropic)
 
 
+IBAN = "DE89 3704 0044 0532 0130 00"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "stream"])
+async def test_redact_responses_api(proxy, fake_openai, stream):
+    p = await proxy(REDACT)
+    fake_openai.replies.append(Reply(text="Paying «TG_IBAN_1» for «TG_EMAIL_1».", chunks=13,
+                                     tool_calls=[("pay", json.dumps({"iban": "«TG_IBAN_1»"}))]))
+    body = {"model": "codex", "instructions": f"customer {EMAIL}", "stream": stream, "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": f"pay to {IBAN}"}]}]}
+    status, headers, out = await send(p, "responses", body)
+    assert (status, headers["x-tiergate-deployment"]) == (200, "codex/openai/gpt-5-codex"), out
+    text, args = answer_of("responses", out)
+    assert text == f"Paying {IBAN} for {EMAIL}." and json.loads(args) == {"iban": IBAN}
+    sent = chat_requests(fake_openai)[-1]
+    assert sent.path == "/v1/responses" and sent.json["instructions"] == "customer «TG_EMAIL_1»"
+    for value in (EMAIL, IBAN, IBAN.replace(" ", "")):
+        assert_never_sent(value, fake_openai)
+
+
 async def test_redact_keeps_unmaskable_requests_local(proxy, fake_openai, fake_anthropic):
     """A path rule cannot be masked (what is sensitive is the file's content): the request stays local."""
     p = await proxy(config(privacy="    action: redact\n    rules: [{{name: medical, paths: [\"/srv/medical/**\"]}}]\n"))
