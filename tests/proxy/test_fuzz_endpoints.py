@@ -1,9 +1,12 @@
 """Property-based fuzzing of every endpoint through the real proxy: JSON values of the wrong type in every
 field of each dialect's request schema, random bytes, deeply nested JSON, huge numbers and invalid UTF-8.
 
-Whatever arrives, the answer is a 4xx JSON error in the endpoint's own dialect (OpenAI `{"error": {...}}`,
-Anthropic `{"type": "error", "error": {...}}`), never a 5xx, never a traceback or a filesystem path, and
-the server still answers normal requests afterwards.
+Whatever arrives, the answer is never a 5xx; a wrong request gets a 4xx JSON error in the endpoint's own
+dialect (OpenAI `{"error": {...}}`, Anthropic `{"type": "error", "error": {...}}`) with no traceback or
+filesystem path in it; and afterwards the server still answers normal requests in every dialect with no
+deployment cooled down. A 2xx is accepted only where the request is not wrong in a way Tiergate checks:
+fields it deliberately leaves to the upstream (`Endpoint.lenient`), numbers that are merely large, and
+nesting that is deep but parses.
 
 Hypothesis runs in a worker thread (its examples are synchronous); each example's request runs on the
 test's event loop, where the proxy lives, so one proxy serves every example of a test.
@@ -23,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from tests.proxy.test_security_e2e import config
 
-EXAMPLES = 40  # per test; the whole file stays well under 30 s
+EXAMPLES = 30  # per test (the file runs in about 6 s)
 
 # ----------------------------------------------------------------------------------------- schemas
 NULL, BOOL, INT, FLOAT, STR, LIST, DICT = "null", "bool", "int", "float", "str", "list", "dict"
@@ -147,8 +150,12 @@ JSON = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4)
 
 def wrong_value(allowed: frozenset[str]) -> st.SearchStrategy[Any]:
     """A JSON value whose type is not one of `allowed` (for `mode`, nothing is allowed but "on"/"off")."""
-    return JSON.filter(lambda v: kind(v) not in allowed and v not in ("on", "off") and not (kind(v) == FLOAT and INT in allowed and
-                                                                  float(v).is_integer()))
+    def wrong(v: Any) -> bool:
+        if kind(v) in allowed or v in ("on", "off"):
+            return False
+        return not (kind(v) == FLOAT and INT in allowed and float(v).is_integer())  # 3.0 is an integer in JSON
+
+    return JSON.filter(wrong)
 
 
 def put(body: Any, path: tuple, value: Any) -> Any:
@@ -251,13 +258,19 @@ async def test_wrong_types_in_every_field(proxy, ep: Endpoint):
 
     def run(client: Client) -> None:
         @HYPOTHESIS
-        @given(st.data())
-        def one(data: st.DataObject) -> None:
-            path = data.draw(st.sampled_from(sorted(ep.fields, key=str)), label="field")
-            value = data.draw(wrong_value(ep.fields[path]), label="value")
-            base = ep.base
-            if ep.models:
-                base = {**base, "model": data.draw(st.sampled_from(ep.models), label="model")}
+        @given(path=st.sampled_from(sorted(ep.fields, key=str)), data=st.data(),
+               model=st.sampled_from(ep.models or ("",)))
+        # Cases found before, kept as explicit examples (each applies to the endpoints that have the field):
+        @example(path=("messages", 0, "content", 0, "type"), data=[], model="helper")
+        @example(path=("dimensions",), data={}, model="")
+        def one(path: tuple, data: Any, model: str) -> None:
+            if path not in ep.fields:
+                return
+            if isinstance(data, st.DataObject):
+                value = data.draw(wrong_value(ep.fields[path]), label="value")
+            else:
+                value = data  # an explicit example's value
+            base = {**ep.base, "model": model} if model else ep.base
             status, ctype, raw = client.send(ep, encode(put(base, path, value)))
             check_answer(ep, status, ctype, raw, (path, value), error=path not in ep.lenient)
 

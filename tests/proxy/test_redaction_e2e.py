@@ -292,7 +292,8 @@ async def test_planted_keys_appear_in_no_artefact(tmp_path, memory_keyring, monk
         for body in (chat, {**chat, "stream": True}, {**chat, "model": "orchestrator"}, {**chat, "model": "helper"}):
             assert (await rec.request("POST", "/v1/chat/completions", agent_key, body))[0] == 200
         for body in (msg, {**msg, "stream": True}, {**msg, "model": "coder"}):
-            assert (await rec.request("POST", "/v1/messages", agent_key, body, **{"anthropic-version": "2023-06-01"}))[0] == 200
+            status, _ = await rec.request("POST", "/v1/messages", agent_key, body, **{"anthropic-version": "2023-06-01"})
+            assert status == 200
         for model in ("coder", "codex", "orchestrator"):
             for stream in (False, True):
                 status, _ = await rec.request("POST", "/v1/responses", agent_key,
@@ -358,7 +359,7 @@ async def test_planted_keys_appear_in_no_artefact(tmp_path, memory_keyring, monk
         # ----------------------------------------------------------------- config edits that do not load
         for n, template in enumerate(BROKEN):
             config_path.write_text(template.format(literal=literal))
-            if n < 2:  # what a user runs next to find out what is wrong
+            if n == 1:  # what a user runs next to find out what is wrong
                 texts[f"keys list, broken config #{n}"] = run_cli(
                     [["keys", "list"], ["agents", "list"]], config_dir=config_dir, data_dir=data_dir,
                     keyring_backend=memory_keyring)
@@ -386,6 +387,9 @@ async def test_planted_keys_appear_in_no_artefact(tmp_path, memory_keyring, monk
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
+        core.set_privacy_mode("on", source="test")  # an event, so the stream's handler sees its client gone
+        core.set_privacy_mode("off", source="test")
+        await asyncio.sleep(0.05)
         await rec.session.close()
         await core.stop()  # flushes the ledger, closes the cache
     # ----------------------------------------------------------------------- the command line
@@ -407,7 +411,7 @@ async def test_planted_keys_appear_in_no_artefact(tmp_path, memory_keyring, monk
     with sqlite3.connect(data_dir / "usage.sqlite3") as db:
         assert db.execute("select count(*) from usage").fetchone()[0] >= 30
     assert (data_dir / "cache.sqlite3").stat().st_size > 0
-    assert events.count(b"event: config_reloaded") == len(BROKEN) + 1  # the failures and the fix
+    assert events.count(b"event: config_reloaded") >= len(BROKEN) + 1  # the failures and the fix
     assert "claude-code" in cli and "PLANTED_ANTHROPIC_KEY" in cli and "=== exit 0" in cli
     assert len(rec.texts) >= 40 and len(records) > 50
     # …and no planted value is anywhere in it.
@@ -455,7 +459,8 @@ async def test_pass_through_stream_does_not_relay_a_foreign_event_carrying_the_k
     """A 200 event stream whose first event is JSON but not a chat.completion.chunk, carrying our key (a
     misbehaving gateway between Tiergate and the provider): the client should not receive the key."""
     p = await proxy()
-    key = p.core.router.providers["coder/openai/gpt-4o-mini"].api_key
+    (deployment,) = p.core.config.tiers["coder"]
+    key = p.core.router.providers[deployment.id].api_key
     fake_openai.faults.append(Fault.garbage(f'data: {{"debug": "upstream key {key}"}}\n\n'.encode()))
     status, _, body = await p.request("POST", "/v1/chat/completions",
                                       json={"model": "coder", "stream": True,
@@ -472,8 +477,9 @@ async def test_mid_stream_errors_are_scrubbed(proxy, breaker, path, model):
     p = await proxy(CONFIG.replace("keychain/PLANTED_ANTHROPIC_KEY", "os.environ/ANTHROPIC_API_KEY")
                     .replace("os.environ/PLANTED_OPENAI_KEY", "os.environ/OPENAI_API_KEY")
                     .replace("{breaker}", breaker.base_url))
-    key = p.core.router.providers[f"{model}/{model.split('-')[1]}/" +
-                                  ("gpt-4o-mini" if model.endswith("openai") else "claude-opus-4-1")].api_key
+    (deployment,) = p.core.config.tiers[model]
+    key = p.core.router.providers[deployment.id].api_key
+    assert key
     body = {"model": model, "stream": True, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
     if path == "/v1/responses":
         body = {"model": model, "stream": True, "input": "hi"}

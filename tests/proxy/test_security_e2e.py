@@ -146,7 +146,15 @@ async def test_every_endpoint_refuses_missing_wrong_and_revoked_keys(proxy, meth
 async def test_sdks_see_authentication_errors_in_their_own_dialect(proxy):
     p = await proxy(config())
     bad = wrong_key()
-    oa, an = p.openai(key=bad), p.anthropic(key=bad)
+    async with p.openai(key=bad) as oa, p.anthropic(key=bad) as an:
+        await _sdk_auth_errors(oa, an)
+    # and with the agent key the same SDKs work
+    async with p.openai() as oa, p.anthropic() as an:
+        assert (await oa.chat.completions.create(model="coder", messages=USER)).choices[0].message.content
+        assert (await an.messages.create(model="orchestrator", max_tokens=10, messages=USER)).content
+
+
+async def _sdk_auth_errors(oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic) -> None:
     with pytest.raises(openai.AuthenticationError) as e1:
         await oa.chat.completions.create(model="coder", messages=USER)
     with pytest.raises(openai.AuthenticationError) as e2:
@@ -161,9 +169,6 @@ async def test_sdks_see_authentication_errors_in_their_own_dialect(proxy):
         await an.messages.count_tokens(model="orchestrator", messages=USER)
     assert e1.value.status_code == e2.value.status_code == e3.value.status_code == 401
     assert e3.value.body["error"]["type"] == "authentication_error"
-    # and with the agent key the same SDKs work
-    assert (await p.openai().chat.completions.create(model="coder", messages=USER)).choices[0].message.content
-    assert (await p.anthropic().messages.create(model="orchestrator", max_tokens=10, messages=USER)).content
 
 
 @pytest.mark.parametrize(("method", "path", "body"), MANAGEMENT, ids=[f"{m} {p}" for m, p, _ in MANAGEMENT])
@@ -182,20 +187,20 @@ async def test_management_api_needs_the_master_key(proxy, method, path, body):
 
 async def test_master_key_sets_the_privacy_mode(proxy):
     p = await proxy(config())
-    status, _, got = await call(p, "PUT", "/tiergate/privacy", {"mode": "on"}, {"authorization": f"Bearer {p.master}"})
-    assert (status, got) == (200, {"mode": "on"})
-    assert p.core.privacy_mode() == "on"
-    status, _, got = await call(p, "GET", "/tiergate/privacy", None, {"x-api-key": p.master})
-    assert (status, got) == (200, {"mode": "on"})
-    status, _, got = await call(p, "PUT", "/tiergate/privacy", {"mode": "off"}, {"authorization": f"Bearer {p.master}"})
-    assert (status, got) == (200, {"mode": "off"})
-    status, _, got = await call(p, "GET", "/tiergate/status", None, {"authorization": f"Bearer {p.master}"})
-    assert status == 200 and got["privacy"] == "off"
-    # the event stream opens for the master key
+    # the event stream opens for the master key (read first: the privacy changes below then end its handler)
     async with aiohttp.ClientSession() as s:
         async with s.get(p.base_url + "/tiergate/events", headers={"authorization": f"Bearer {p.master}"}) as r:
             assert r.status == 200
             assert await r.content.readline() == b": tiergate events\n"
+    status, _, got = await call(p, "PUT", "/tiergate/privacy", {"mode": "on"}, {"authorization": f"Bearer {p.master}"})
+    assert (status, got["mode"]) == (200, "on")
+    assert p.core.privacy_mode() == "on"
+    status, _, got = await call(p, "GET", "/tiergate/privacy", None, {"x-api-key": p.master})
+    assert (status, got["mode"]) == (200, "on")
+    status, _, got = await call(p, "PUT", "/tiergate/privacy", {"mode": "off"}, {"authorization": f"Bearer {p.master}"})
+    assert (status, got["mode"]) == (200, "off")
+    status, _, got = await call(p, "GET", "/tiergate/status", None, {"authorization": f"Bearer {p.master}"})
+    assert status == 200 and got["privacy"] == "off"
 
 
 async def test_health_is_open_and_says_nothing_secret(proxy):
@@ -480,13 +485,14 @@ async def test_oversized_headers(proxy, path, body, dialect):
 # ================================================================================== slow clients
 async def _served_meanwhile(p: Any, stop: asyncio.Event) -> int:
     """Normal requests, one after another, until `stop`; returns how many succeeded (all must)."""
-    client = p.openai()
     n = 0
-    while not stop.is_set():
-        r = await client.chat.completions.create(model="coder", messages=[{"role": "user", "content": f"ping {n}"}])
-        assert r.choices[0].message.content == f"ping {n}"
-        n += 1
-        await asyncio.sleep(0.05)
+    async with p.openai() as client:
+        while not stop.is_set():
+            r = await client.chat.completions.create(model="coder",
+                                                     messages=[{"role": "user", "content": f"ping {n}"}])
+            assert r.choices[0].message.content == f"ping {n}"
+            n += 1
+            await asyncio.sleep(0.05)
     return n
 
 
@@ -527,7 +533,20 @@ def _complete(raw: bytes) -> bool:
     return False
 
 
-async def test_slowloris_headers_are_cut_off_while_others_are_served(proxy):
+async def _slow_body(port: int, key: str, path: str) -> tuple[float, bytes]:
+    """Complete headers, then a body trickled one byte every 0.2 s (it would take 1000 s)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{{".encode())
+    try:
+        return await _trickle_until_closed(reader, writer, b" ", every=0.2, give_up=8)
+    finally:
+        writer.close()
+
+
+async def test_slow_clients_are_cut_off_while_others_are_served(proxy):
+    """Slowloris connections trickling headers, an idle connection and bodies trickled byte by byte, all at
+    once: each is cut off within its timeout (plus slack) while normal requests keep being answered."""
     p = await proxy(config(header_timeout=1, body_timeout=1))
     stop = asyncio.Event()
     others = asyncio.create_task(_served_meanwhile(p, stop))
@@ -535,76 +554,68 @@ async def test_slowloris_headers_are_cut_off_while_others_are_served(proxy):
     for _, w in conns:
         w.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", p.core.port)  # sends nothing at all
-    idle_t0 = time.monotonic()
-    results = await asyncio.gather(*(_trickle_until_closed(r, w, b"X-a: b\r\n", every=0.2, give_up=8)
-                                     for r, w in conns))
-    idle = await asyncio.wait_for(idle_reader.read(), 8)
+    t0 = time.monotonic()
+
+    async def idle() -> tuple[float, bytes]:
+        got = await asyncio.wait_for(idle_reader.read(), 8)
+        return time.monotonic() - t0, got
+
+    *headers, idled, chat_body, messages_body = await asyncio.gather(
+        *(_trickle_until_closed(r, w, b"X-a: b\r\n", every=0.2, give_up=8) for r, w in conns), idle(),
+        _slow_body(p.core.port, p.key, "/v1/chat/completions"), _slow_body(p.core.port, p.key, "/v1/messages"))
     stop.set()
     served = await others
-    for elapsed, got in results:
-        assert got in (b"",) or got.startswith(b"HTTP/1.1 408") or got.startswith(b"HTTP/1.1 400"), got
+    for elapsed, got in headers:
+        assert got == b"" or got.startswith((b"HTTP/1.1 408", b"HTTP/1.1 400")), got
         assert elapsed < 1 + 3, elapsed  # header_timeout plus slack; the client would have gone on for 8 s
-    assert idle == b"" and time.monotonic() - idle_t0 < 4
+    assert idled[1] == b"" and idled[0] < 1 + 3
+    for (elapsed, got), dialect in ((chat_body, "openai"), (messages_body, "anthropic")):
+        assert elapsed < 1 + 3, elapsed
+        status, _, body = parse_http(got)
+        assert status == 408
+        assert_error(dialect, json.loads(body), code="request_timeout", anthropic_type="invalid_request_error")
     assert served >= 3  # others were served the whole time
     for _, w in conns + [(idle_reader, idle_writer)]:
         w.close()
 
 
-@pytest.mark.parametrize(("path", "dialect"), [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")])
-async def test_slow_body_times_out_while_others_are_served(proxy, path, dialect):
-    p = await proxy(config(header_timeout=1, body_timeout=1))
-    stop = asyncio.Event()
-    others = asyncio.create_task(_served_meanwhile(p, stop))
-    reader, writer = await asyncio.open_connection("127.0.0.1", p.core.port)
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {p.key}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{{".encode())
-    elapsed, got = await _trickle_until_closed(reader, writer, b" ", every=0.2, give_up=8)
-    writer.close()
-    stop.set()
-    served = await others
-    assert elapsed < 1 + 3, elapsed
-    status, _, body = parse_http(got)
-    assert status == 408
-    assert_error(dialect, json.loads(body), code="request_timeout", anthropic_type="invalid_request_error")
-    assert served >= 3
-
-
 async def test_request_time_limit(proxy, fake_openai):
+    """A hung upstream answer gets 408 after request_timeout, a stream still running then is cut off (no 408
+    spliced into it), and the other tiers answer meanwhile."""
     p = await proxy(config(request_timeout=1))
     fake_openai.faults.append(Fault.hang(6, path="/v1/chat/completions"))
+    fake_openai.replies.append(Reply(text="a b c d e f g h i j", chunks=10, delay=0.4))
     slow = asyncio.create_task(p.request("POST", "/v1/chat/completions", json=CHAT))
+
+    async def stream() -> bytes:
+        chunks: list[bytes] = []
+        async with aiohttp.ClientSession() as s:
+            body = {**CHAT, "stream": True, "messages": [{"role": "user", "content": "s"}]}
+            async with s.post(p.base_url + "/v1/chat/completions", json=body,
+                              headers={"authorization": f"Bearer {p.key}"}) as r:
+                assert r.status == 200
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    async for chunk in r.content.iter_any():
+                        chunks.append(chunk)
+        return b"".join(chunks)
+
+    streamed = asyncio.create_task(stream())
     t0 = time.monotonic()
-    # meanwhile the other tiers answer
-    while not slow.done():
-        r = await p.anthropic().messages.create(model="orchestrator", max_tokens=10, messages=USER)
-        assert r.content[0].text == "hello there"
-        await asyncio.sleep(0.1)
+    async with p.anthropic() as client:
+        while not slow.done():  # meanwhile the other tiers answer
+            r = await client.messages.create(model="orchestrator", max_tokens=10, messages=USER)
+            assert r.content[0].text == "hello there"
+            await asyncio.sleep(0.1)
     status, _, got = await slow
     assert status == 408 and time.monotonic() - t0 < 4
     assert_error("openai", got, code="request_timeout", anthropic_type="")
-    fake_openai.faults.append(Fault.hang(6, path="/v1/messages"))
-    p2 = await p.anthropic().messages.create(model="coder", max_tokens=10, messages=USER)  # not the hung fake
-    assert p2.content[0].text == "hello there"
-
-
-async def test_request_time_limit_mid_stream_cuts_the_stream(proxy, fake_openai):
-    p = await proxy(config(request_timeout=1))
-    fake_openai.replies.append(Reply(text="a b c d e f g h i j", chunks=10, delay=0.4))
-    chunks: list[bytes] = []
-    async with aiohttp.ClientSession() as s:
-        async with s.post(p.base_url + "/v1/chat/completions", json={**CHAT, "stream": True},
-                          headers={"authorization": f"Bearer {p.key}"}) as r:
-            assert r.status == 200
-            with pytest.raises(aiohttp.ClientPayloadError):
-                async for chunk in r.content.iter_any():
-                    chunks.append(chunk)
-    text = b"".join(chunks)
+    text = await streamed
     assert text.startswith(b"data: ") and b"[DONE]" not in text and b"408" not in text
 
 
 async def test_concurrency_cap(proxy, fake_openai):
     p = await proxy(config(max_concurrent_streams=2))
-    fake_openai.faults.extend([Fault.hang(1.5, path="/v1/chat/completions")] * 2)
+    fake_openai.faults.extend([Fault.hang(0.8, path="/v1/chat/completions")] * 2)
     held = [asyncio.create_task(p.request("POST", "/v1/chat/completions", json=CHAT)) for _ in range(2)]
     while len(fake_openai.requests) < 2:
         await asyncio.sleep(0.02)
