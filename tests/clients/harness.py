@@ -358,14 +358,15 @@ def last_user_text(body: dict[str, Any], dialect: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ common checks
-def check_traffic(stack: Any, tier: str, *, turns: int) -> list[UsageRecord]:
-    """What every run must show: nothing left the machine, the tier's fake served `turns` chat turns, and
-    Tiergate recorded each with the upstream's exact token figures. Returns the records."""
+def check_traffic(stack: Any, tier: str, *, turns: int, refused: int = 0) -> list[UsageRecord]:
+    """What every run must show: nothing left the machine, the tier's fake served `turns` chat turns (after
+    `refused` requests it answered with an error), and Tiergate recorded each turn with the upstream's exact
+    token figures. Returns the records."""
     assert stack.trap.attempts == [], f"a client tried to reach the network: {stack.trap.attempts}"
     assert stack.guard.refused == [], f"Tiergate tried to reach a non-loopback address: {stack.guard.refused}"
     fake = stack.upstream(tier)
     dialect = TIER_UPSTREAM[tier][1]
-    assert len(chat_requests(fake, dialect)) == turns
+    assert len(chat_requests(fake, dialect)) == turns + refused
     assert len(fake.served) == turns
     for name, other in stack.fakes.items():
         if other is not fake:
