@@ -10,7 +10,9 @@ How "only loopback" is checked, three ways:
    else the client tries through its HTTP stack reaches the trap, which records the target (`CONNECT host:443`)
    and refuses it. The tests assert the trap saw nothing. (The three clients' HTTP stacks — Bun's fetch, Rust's
    reqwest, Python's httpx/requests — all honour these variables; a client that opened raw sockets to a public
-   address would not be seen here, which is what running CI in a network namespace would add.)
+   address would not be seen here, which is what running CI in a network namespace would add. One side effect:
+   Claude Code skips its keyless `HEAD /` start-up probe when a proxy is set, so the test of that probe runs
+   without the proxies.)
 2. In the test process, `LoopbackGuard` wraps `socket.socket.connect` / `connect_ex`: Tiergate (and anything else
    in the process) connecting to a non-loopback address is refused and recorded.
 3. The upstream fakes saw every request: each chat request Tiergate recorded names a fake deployment and the
