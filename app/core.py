@@ -223,6 +223,7 @@ class Tiergate:
                 continue
             if key:
                 self._provider_keys.append(key)
+                register_secrets([key])  # masked in logs and client errors from now on
             providers[d.id] = create_provider(d, session, api_key=key, timeout=self.config.router.timeout)
         return providers
 
@@ -240,7 +241,6 @@ class Tiergate:
         await self.ledger.start()
         await self.budgets.seed(self.ledger)
         await self.cache.start()
-        register_secrets(self._provider_keys)
         middlewares = security_middlewares(self.config.server, self.agents, self.secret_store,
                                            public_paths=("/", "/health"))
         app = create_app(self, extra_middlewares=[*middlewares, *(self.extra_middlewares or [])])

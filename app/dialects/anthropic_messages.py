@@ -166,8 +166,8 @@ def _blocks_in(content: Any, where: str) -> list[Part]:
             parts.append(ThinkingPart(str(b.get("thinking") or ""), b.get("signature")))
         elif kind == "redacted_thinking":
             parts.append(ThinkingPart("", redacted=b.get("data")))
-        elif kind is None:
-            raise BadRequest(f"{where}.content[{j}] must be a content block with a type")
+        elif not isinstance(kind, str) or not kind:
+            raise BadRequest(f"{where}.content[{j}] must be a content block with a type (a string)")
         # other block types (server tool use and results, search results…) have no canonical form
     return parts
 

@@ -151,7 +151,9 @@ class Provider:
                     timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         dep = self.deployment
         try:
-            resp = await self.session.post(url, data=orjson.dumps(body), headers=headers, timeout=timeout)
+            # Never follow redirects: a 307/308 would re-send the body (keys, private text) to another host.
+            resp = await self.session.post(url, data=orjson.dumps(body), headers=headers, timeout=timeout,
+                                           allow_redirects=False)
         except asyncio.TimeoutError as e:
             raise UpstreamTimeout(f"{dep.label} did not answer within {timeout.total or timeout.sock_read:.0f} s",
                                   deployment=dep.id) from e
@@ -161,6 +163,10 @@ class Provider:
         except aiohttp.ClientError as e:
             raise UpstreamConnectError(f"{dep.label} closed the connection: {type(e).__name__}",
                                        deployment=dep.id) from e
+        if 300 <= resp.status < 400:
+            resp.release()
+            raise UpstreamBadResponse(f"{dep.label} answered with a redirect ({resp.status}); Tiergate does not "
+                                      "follow upstream redirects. Check the deployment's api_base.", deployment=dep.id)
         if resp.status >= 400:
             try:
                 raw = await resp.read()

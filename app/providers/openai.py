@@ -49,5 +49,11 @@ class OpenAIResponsesProvider(OpenAIChatProvider):
     codec = openai_responses
     chat_path = "/responses"
 
+    def passthrough_body(self, req: ChatRequest) -> dict[str, Any]:
+        body = super().passthrough_body(req)
+        # Codex's client telemetry (installation and session ids) is for the gateway, not the model.
+        body.pop("client_metadata", None)
+        return body
+
     def prepare_passthrough_stream(self, body: dict[str, Any]) -> None:
         """Responses streams always end with usage in `response.completed`."""

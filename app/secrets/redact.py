@@ -131,6 +131,26 @@ def scrub_for_client(text: str) -> str:
     return _PATHS.sub("<path>", _REDACTOR.redact(text))
 
 
+def scrub_error(err: Any) -> None:
+    """Make an error safe for a client, in place: its message and any upstream error body it relays."""
+    if not getattr(err, "_scrubbed", False):
+        err.message = scrub_for_client(err.message)
+        body = getattr(err, "body", None)
+        if body is not None:
+            err.body = _scrub_json(body)
+        err._scrubbed = True
+
+
+def _scrub_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_for_client(value)
+    if isinstance(value, dict):
+        return {k: _scrub_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_json(v) for v in value]
+    return value
+
+
 def forget_registered_secrets() -> None:
     """Tests only: start again with no registered values."""
     _REDACTOR.forget_all()

@@ -13,7 +13,7 @@ from aiohttp import web
 from app.canonical import Dialect
 from app.dialects import anthropic_messages, openai_chat, openai_responses
 from app.errors import BadRequest, TiergateError, UnknownModel
-from app.secrets.redact import scrub_for_client
+from app.secrets.redact import scrub_error
 from app.server import management, openai_extras
 from app.server.chat import handle_chat
 from app.server.security import AGENT_KEY
@@ -82,9 +82,7 @@ def _error_response(request: web.Request, err: TiergateError) -> web.Response:
     state: RequestState | None = request.get(STATE)
     if state is not None:
         state.fail(err)
-    if not getattr(err, "_scrubbed", False):
-        err.message = scrub_for_client(err.message)  # no keys, no filesystem paths reach a client
-        err._scrubbed = True  # type: ignore[attr-defined]
+    scrub_error(err)  # no keys, no filesystem paths reach a client (also in relayed upstream bodies)
     status, body = dialect_for_path(request.path).render_error(err)
     headers = {"x-request-id": state.response_id if state else new_request_id()}
     if state is not None:

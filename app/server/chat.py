@@ -20,6 +20,7 @@ from app.canonical import ChatRequest, ChatResponse, Usage
 from app.errors import AllDeploymentsFailed, Forbidden, PrivacyRefused, TiergateError, UpstreamError
 from app.router.router import RouteResult, Target
 from app.server.context import CORE, STATE, RequestState, read_json, response_headers
+from app.secrets.redact import scrub_error
 from app.server.relay import StreamRelay
 from app.usage import UsageRecord
 
@@ -60,8 +61,10 @@ async def handle_chat(request: web.Request, dialect: ModuleType) -> web.StreamRe
         raise
 
 
-async def prepare(core: Any, state: RequestState, req: ChatRequest, request: web.Request) -> tuple[Target, list, Any]:
-    """Resolve the tier, check the agent, decide privacy, apply budgets, and build the plan."""
+async def prepare(core: Any, state: RequestState, req: ChatRequest, request: web.Request, *,
+                  can_redact: bool = True) -> tuple[Target, list, Any]:
+    """Resolve the tier, check the agent, decide privacy, apply budgets, and build the plan. Endpoints whose
+    answers cannot be restored (`can_redact=False`: embeddings, token counts) keep redactable content local."""
     agent = state.agent
     target = core.router.resolve(req.model)
     allowed_tiers = getattr(agent, "allowed_tiers", None)
@@ -74,10 +77,13 @@ async def prepare(core: Any, state: RequestState, req: ChatRequest, request: web
         from app.privacy.policy import PrivacyDecision
         from app.privacy.redact import RedactionFailed
 
-        try:
-            state.redaction = core.redact(req)
-        except RedactionFailed:
-            decision = PrivacyDecision("local", "redaction_failed", ("detector",))
+        if not can_redact:
+            decision = PrivacyDecision("local", decision.rule, ("detector",))
+        else:
+            try:
+                state.redaction = core.redact(req)
+            except RedactionFailed:
+                decision = PrivacyDecision("local", "redaction_failed", ("detector",))
     state.record.privacy = decision.level
     state.record.privacy_rule = decision.rule
     state.privacy = decision.level
@@ -156,6 +162,7 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         # After the first byte there is no fallback: end the stream with a proper error event.
         log.warning("stream from %s broke: %s", state.record.deployment, e.code)
         state.fail(e, usage=_usage_so_far(relay, req))
+        scrub_error(e)  # no keys or paths in what the client sees
         try:
             await response.write(relay.flush() + relay.error(dialect, req, e))
         except (ConnectionError, RuntimeError):

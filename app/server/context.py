@@ -127,7 +127,30 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise BadRequest(f"The request body is not valid JSON ({_json_reason(e)}).") from e
     if not isinstance(body, dict):
         raise BadRequest(f"The request body must be a JSON object, not {type(body).__name__}.")
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"The request body nests JSON more than {MAX_JSON_DEPTH} levels deep.")
     return body
+
+
+MAX_JSON_DEPTH = 128  # orjson (and the upstreams) cannot re-encode much deeper bodies
+
+
+def _depth(value: Any) -> int:
+    """Deepest nesting of lists and objects (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, d)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
 
 
 def _json_reason(e: orjson.JSONDecodeError) -> str:

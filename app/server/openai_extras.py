@@ -37,6 +37,17 @@ async def embeddings(request: web.Request) -> web.Response:
         inputs = raw_input
     else:
         raise BadRequest("input must be a string or a non-empty list of strings.")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
+        raise BadRequest("dimensions must be a positive integer.")
+    encoding = body.get("encoding_format")
+    if body.get("user") is not None and not isinstance(body.get("user"), str):
+        raise BadRequest("user must be a string.")
+    if encoding is not None and encoding not in ("float", "base64"):
+        raise BadRequest('encoding_format must be "float" or "base64".')
+    if not all(isinstance(t, str) for t in inputs) and not all(
+            isinstance(t, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in t) for t in inputs):
+        raise BadRequest("input must be a string, a list of strings, or a list of token arrays.")
     state.record.requested_model = model
     req = EmbeddingRequest(model=model, input=inputs, dimensions=body.get("dimensions"),
                            encoding_format=body.get("encoding_format"), raw=body)
@@ -45,7 +56,7 @@ async def embeddings(request: web.Request) -> web.Response:
 
     probe = ChatRequest(model=model, messages=[Message("user", [TextPart(t) for t in inputs if isinstance(t, str)])],
                         dialect=Dialect.OPENAI_CHAT)
-    target, plan, _ = await prepare(core, state, probe, request)
+    target, plan, _ = await prepare(core, state, probe, request, can_redact=False)
     resp, route = await core.router.embed(req, plan)
     state.routed(route)
     state.finish(resp.usage)
@@ -63,7 +74,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     body = await read_json(request)
     req = anthropic_messages.parse_request(body, request.headers, require_max_tokens=False)
     state = RequestState(new_request_id(), request.get(AGENT_KEY), Dialect.ANTHROPIC.value)
-    target, plan, _ = await prepare(core, state, req, request)
+    target, plan, _ = await prepare(core, state, req, request, can_redact=False)
     for d in plan:
         provider = core.router.providers.get(d.id)
         if d.provider == "anthropic" and provider is not None and core.router.health.usable(d.id):

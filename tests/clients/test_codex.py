@@ -84,9 +84,7 @@ def check_codex_dialect(stack) -> None:
 @pytest.mark.parametrize("tier", [
     "orchestrator",  # → Anthropic Messages
     "coder",  # → OpenAI Chat Completions
-    pytest.param("codex", marks=pytest.mark.xfail(strict=True, reason=(
-        "Responses → Responses pass-through forwards Codex's `client_metadata`; the fake OpenAI rejects it "
-        "(\"Unknown parameter: 'client_metadata'\"). Decide: the fake accepts it, or Tiergate drops it."))),
+    "codex",  # → OpenAI Responses (pass-through; client_metadata stays with Tiergate),
     "helper",  # → Ollama /api/chat
 ])
 async def test_codex_runs_a_command_through_each_dialect(codex_exe, stack, tier):
