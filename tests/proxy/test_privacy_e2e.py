@@ -7,8 +7,9 @@ global switch, agent policy, the `X-Tiergate-Privacy` header and `metadata.tierg
 the level", `local_equivalents`, the refusal in each dialect's shape, no cloud fallback whatever the local
 deployments do (down, slow, failing, cooling down) and even with a fallback configured from a local tier to a
 cloud tier, the `x-tiergate-privacy` header, the usage record (decision and rule, never the matched text), the
-`redact` action (OpenAI and Anthropic SDKs, streaming and not), the cache, location inference, Ollama cloud
-tags, and fields only a same-dialect pass-through forwards.
+`redact` action (OpenAI and Anthropic SDKs and the Responses API, streaming and not, end-user ids), the cache,
+location inference, Ollama cloud tags, fields only a same-dialect pass-through forwards, the other endpoints
+that carry text (embeddings, count_tokens), the optional classifier, and upstream redirects.
 
 Generated requests (hypothesis) are in test_privacy_leaks.py, which imports the helpers defined here.
 
@@ -70,7 +71,7 @@ model_list:
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{openai}/v1", api_key: os.environ/OPENAI_API_KEY}}
     model_info: {{location: cloud}}
   - model_name: coder
-    litellm_params: {{model: ollama_chat/llama3.2:latest, api_base: "{ollama}", timeout: 0.5}}
+    litellm_params: {{model: ollama_chat/llama3.2:latest, api_base: "{ollama}", timeout: {local_timeout}}}
   - model_name: gpt
     litellm_params: {{model: openai/gpt-4.1-mini, api_base: "{openai}/v1", api_key: os.environ/OPENAI_API_KEY}}
     model_info: {{location: cloud}}
@@ -78,7 +79,7 @@ model_list:
     litellm_params: {{model: openai/gpt-5-codex, api_base: "{openai}/v1", api_key: os.environ/OPENAI_API_KEY}}
     model_info: {{location: cloud}}
   - model_name: helper-local
-    litellm_params: {{model: ollama_chat/gemma3:4b, api_base: "{ollama}", timeout: 0.5}}
+    litellm_params: {{model: ollama_chat/gemma3:4b, api_base: "{ollama}", timeout: {local_timeout}}}
   - model_name: helper-cloud
     litellm_params: {{model: anthropic/claude-haiku-4-5, api_base: "{anthropic}", api_key: os.environ/ANTHROPIC_API_KEY}}
     model_info: {{location: cloud}}
@@ -99,11 +100,14 @@ CLOUD_DEPLOYMENTS = {"orchestrator/anthropic/claude-opus-4-1", "coder/openai/gpt
                      "codex/openai/gpt-5-codex", "helper-cloud/anthropic/claude-haiku-4-5"}
 
 
-def config(*, allowed_fails: int = 1000, privacy: str = "", extra: str = "") -> str:
+def config(*, allowed_fails: int = 1000, privacy: str = "", extra: str = "", local_timeout: float = 10.0) -> str:
     """CONFIG with `privacy` lines added under tiergate_settings.privacy and `extra` under tiergate_settings
     (both indented by the caller: 4 and 2 spaces). Braces in them must be doubled."""
-    return CONFIG.replace("{allowed_fails}", str(allowed_fails)).replace("{privacy}", privacy).replace(
-        "{extra}", extra)
+    out = CONFIG
+    for key, value in (("allowed_fails", allowed_fails), ("local_timeout", local_timeout), ("privacy", privacy),
+                       ("extra", extra)):
+        out = out.replace("{" + key + "}", str(value))
+    return out
 
 
 # ------------------------------------------------------------------------------------ HTTP helpers
@@ -255,11 +259,11 @@ async def test_global_switch_forces_all_traffic_local_and_back(proxy, fake_opena
             for tier, deployment in (("coder", "coder/ollama/llama3.2:latest"),
                                      ("orchestrator", "helper-local/ollama/gemma3:4b"),
                                      ("helper-local", "helper-local/ollama/gemma3:4b")):
-                status, headers, body = await send(p, dialect, body_for(dialect, tier, f"clean {tier} {stream} {dialect}",
-                                                                        stream=stream))
+                text = f"clean {tier} {stream} {dialect}"
+                status, headers, body = await send(p, dialect, body_for(dialect, tier, text, stream=stream))
                 assert status == 200, body
                 assert (headers["x-tiergate-privacy"], headers["x-tiergate-deployment"]) == ("local", deployment)
-                assert answer_of(dialect, body)[0] == f"clean {tier} {stream} {dialect}"
+                assert answer_of(dialect, body)[0] == text
             for tier in ("helper-cloud", "codex", "gpt"):  # no local deployment, no local equivalent
                 status, headers, body = await send(p, dialect, body_for(dialect, tier, "clean", stream=stream))
                 assert status == 403 and headers["x-tiergate-privacy"] == "local"
@@ -484,7 +488,8 @@ async def test_no_cloud_fallback_when_local_deployments_are_unusable(proxy, fake
                                                                     fake_ollama, kind):
     """coder lists a cloud deployment and falls back to orchestrator (cloud); helper-local falls back to
     helper-cloud; none of that may serve a local request."""
-    p = await proxy(config(allowed_fails=1 if kind == "cooling" else 1000))
+    p = await proxy(config(allowed_fails=1 if kind == "cooling" else 1000,
+                           local_timeout=0.5 if kind == "slow" else 10))
     await _break_local(kind, p, fake_ollama)
     chats_before = len(chat_requests(fake_ollama)) if kind != "down" else 0
     for dialect in PATHS:
@@ -511,7 +516,8 @@ async def test_unusable_local_deployments_give_a_clear_privacy_refusal(proxy, fa
                                                                       fake_ollama, kind):
     """The client is told the request was kept local on purpose, with the rule and the fix — not a bare
     'every deployment failed' 502 (PrivacyPolicy.refusal(all_down=True) has the message)."""
-    p = await proxy(config(allowed_fails=1 if kind == "cooling" else 1000))
+    p = await proxy(config(allowed_fails=1 if kind == "cooling" else 1000,
+                           local_timeout=0.5 if kind == "slow" else 10))
     await _break_local(kind, p, fake_ollama)
     for dialect in ("openai", "anthropic", "responses"):
         status, headers, body = await send(p, dialect, body_for(dialect, "coder", SECRET_TEXT), headers=NO_CACHE)
@@ -601,7 +607,8 @@ async def test_redact_openai_sdk(proxy, fake_openai, fake_ollama, stream):
     p = await proxy(REDACT)
     text = f"mail {EMAIL} the key {OPENAI_KEY} and again {EMAIL}"
     fake_openai.replies.append(Reply(text="Sent to «TG_EMAIL_1» with «TG_SECRET_1».", chunks=9,
-                                     tool_calls=[("send", json.dumps({"to": "«TG_EMAIL_1»", "key": "«TG_SECRET_1»"}))]))
+                                     tool_calls=[("send", json.dumps({"to": "«TG_EMAIL_1»",
+                                                                      "key": "«TG_SECRET_1»"}))]))
     client = p.openai()
     if stream:
         s = await client.chat.completions.create(model="coder", messages=[{"role": "user", "content": text}],
@@ -621,7 +628,8 @@ async def test_redact_openai_sdk(proxy, fake_openai, fake_ollama, stream):
     assert content == f"Sent to {EMAIL} with {OPENAI_KEY}."
     assert json.loads(args) == {"to": EMAIL, "key": OPENAI_KEY}
     sent = chat_requests(fake_openai)[-1].json
-    assert sent["messages"] == [{"role": "user", "content": "mail «TG_EMAIL_1» the key «TG_SECRET_1» and again «TG_EMAIL_1»"}]
+    assert sent["messages"] == [
+        {"role": "user", "content": "mail «TG_EMAIL_1» the key «TG_SECRET_1» and again «TG_EMAIL_1»"}]
     assert_never_sent(OPENAI_KEY, fake_openai)
     assert_never_sent(EMAIL, fake_openai)
     assert chat_requests(fake_ollama) == []
@@ -680,7 +688,7 @@ async def test_redact_responses_api(proxy, fake_openai, stream):
 
 async def test_redact_keeps_unmaskable_requests_local(proxy, fake_openai, fake_anthropic):
     """A path rule cannot be masked (what is sensitive is the file's content): the request stays local."""
-    p = await proxy(config(privacy="    action: redact\n    rules: [{{name: medical, paths: [\"/srv/medical/**\"]}}]\n"))
+    p = await proxy(config(privacy='    action: redact\n    rules: [{{name: medical, paths: ["/srv/medical/**"]}}]\n'))
     status, headers, body = await send(p, "openai", body_for("openai", "coder", f"cat /srv/medical/x.txt {EMAIL}"))
     assert (status, headers["x-tiergate-privacy"], headers["x-tiergate-deployment"]) == (
         200, "local", "coder/ollama/llama3.2:latest"), body
@@ -1002,3 +1010,23 @@ async def test_local_upstream_redirect_to_a_cloud_host_is_not_followed(proxy, fa
     assert headers["x-tiergate-privacy"] == "local"
     assert fake_anthropic.requests == []
     assert status >= 400, body
+
+
+# ================================================================ redact: the end-user id fields
+@pytest.mark.parametrize("dialect,tier,field", [
+    ("openai", "orchestrator", {"user": EMAIL}),
+    ("openai", "gpt", {"user": EMAIL}),
+    ("anthropic", "gpt", {"metadata": {"user_id": EMAIL}}),
+    ("anthropic", "codex", {"metadata": {"user_id": OPENAI_KEY}}),
+    ("responses", "orchestrator", {"user": EMAIL}),
+    ("responses", "orchestrator", {"safety_identifier": EMAIL}),
+], ids=["openai-user>anthropic", "openai-user>openai", "anthropic-user_id>openai", "anthropic-user_id>responses",
+        "responses-user>anthropic", "responses-safety_identifier>anthropic"])
+async def test_redact_never_forwards_a_detected_end_user_id(proxy, fake_openai, fake_anthropic, dialect, tier, field):
+    """The end-user id (`user`, `metadata.user_id`, `safety_identifier`) is scanned (raw body) and found, so
+    the request is redacted — but the id itself must then be masked or dropped, not forwarded as is."""
+    p = await proxy(REDACT)
+    status, headers, body = await send(p, dialect, {**body_for(dialect, tier, "hello"), **field})
+    assert status == 200, body
+    for value in (EMAIL, OPENAI_KEY):
+        assert_never_sent(value, fake_openai, fake_anthropic)
