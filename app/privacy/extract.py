@@ -57,6 +57,8 @@ def request_texts(req: ChatRequest, *, include_tool_specs: bool = False) -> Iter
     for i, stop in enumerate(req.stop):
         if stop:
             yield f"stop[{i}]", stop
+    if req.user:  # forwarded as `user` / `metadata.user_id` / `safety_identifier`
+        yield "user", req.user
     if include_tool_specs:
         for i, tool in enumerate(req.tools):
             yield f"tools[{i}].name", tool.name

@@ -239,7 +239,9 @@ class Redactor:
         if self.include_tool_specs:
             tools = [dataclasses.replace(t, description=m.mask(t.description) if t.description else t.description,
                                          parameters=m.mask_json(t.parameters)) for t in req.tools]
-        masked = dataclasses.replace(req, system=system, messages=messages, stop=stop, tools=tools, raw={})
+        user = m.mask(req.user) if req.user else req.user  # the end-user id is forwarded upstream too
+        masked = dataclasses.replace(req, system=system, messages=messages, stop=stop, tools=tools, user=user,
+                                     raw={})
         leftover = self.scanner.first(request_texts(masked, include_tool_specs=self.include_tool_specs))
         if leftover is not None:
             raise RedactionFailed(f"After masking, {leftover.rule} still matched at {leftover.place}; "
