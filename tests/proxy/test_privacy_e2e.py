@@ -798,6 +798,20 @@ model_list:
     litellm_params: {{model: ollama_chat/llama3.2:latest, api_base: "{ollama}"}}
   - model_name: t-ollama-cloud-only
     litellm_params: {{model: ollama/glm-4.6:cloud, api_base: "{ollama}"}}
+  - model_name: t-userinfo
+    litellm_params: {{model: openai/m9, api_base: "http://127.0.0.1:{openai_port}@evil.example/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: t-any-address
+    litellm_params: {{model: openai/m10, api_base: "http://0.0.0.0:{openai_port}/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: t-shorthand
+    litellm_params: {{model: openai/m11, api_base: "http://127.1:{openai_port}/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: t-upper-localhost
+    litellm_params: {{model: openai/m12, api_base: "http://LOCALHOST:{openai_port}/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: t-mapped
+    litellm_params: {{model: openai/m13, api_base: "http://[::ffff:127.0.0.1]:9/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: t-trusted-net
+    litellm_params: {{model: openai/m14, api_base: "http://10.20.1.5:9/v1", api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: t-untrusted-net
+    litellm_params: {{model: openai/m15, api_base: "http://10.21.0.1:9/v1", api_key: os.environ/OPENAI_API_KEY}}
 router_settings:
   num_retries: 0
 tiergate_settings:
@@ -809,14 +823,17 @@ tiergate_settings:
 EXPECTED_LOCATIONS = {
     "t-ollama": "local", "t-ipv4": "local", "t-localhost": "local", "t-ipv6": "local", "t-evil": "cloud",
     "t-nip": "cloud", "t-trusted": "trusted", "t-untrusted": "cloud", "t-explicit-cloud": "cloud",
-    "t-explicit-local": "local", "t-ollama-cloud-only": "cloud",
+    "t-explicit-local": "local", "t-ollama-cloud-only": "cloud", "t-userinfo": "cloud", "t-any-address": "cloud",
+    "t-shorthand": "cloud", "t-upper-localhost": "local", "t-mapped": "local", "t-trusted-net": "trusted",
+    "t-untrusted-net": "cloud",
 }
+UNREACHABLE = {"t-ipv6", "t-mapped", "t-trusted-net"}  # local/trusted, but nothing of ours listens there
 
 
 async def _locations_proxy(proxy: Any, fake_openai: Any) -> Any:
     p = await proxy(LOCATIONS.replace("{openai_port}", str(fake_openai.port)))
     # Names resolve to the fake (and nothing else resolves at all): no DNS, no traffic off this machine.
-    use_resolver(p, {"localhost": "127.0.0.1", "gpu-box.lan": "127.0.0.1", "other-box.lan": "127.0.0.1",
+    use_resolver(p, {"localhost": "127.0.0.1", "LOCALHOST": "127.0.0.1", "gpu-box.lan": "127.0.0.1", "other-box.lan": "127.0.0.1",
                      "llm.example.test": "127.0.0.1", "localhost.evil.com": "127.0.0.1",
                      "127.0.0.1.nip.io": "127.0.0.1"})
     return p
@@ -829,8 +846,8 @@ async def test_location_inference_reported_and_enforced(proxy, fake_openai, fake
     assert {t: locations[t] for t in EXPECTED_LOCATIONS} == EXPECTED_LOCATIONS
     local = {"X-Tiergate-Privacy": "local"}
     for tier, where in EXPECTED_LOCATIONS.items():
-        if tier == "t-ipv6":
-            continue  # nothing listens on [::1]:9; its location is checked above
+        if tier in UNREACHABLE:
+            continue  # its location is checked above; a request would connect to an address no fake has
         before = len(chat_requests(fake_openai)) + len(chat_requests(fake_ollama))
         status, headers, body = await send(p, "openai", body_for("openai", tier, f"to {tier}"), headers=local)
         after = len(chat_requests(fake_openai)) + len(chat_requests(fake_ollama))
