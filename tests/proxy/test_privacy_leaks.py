@@ -10,12 +10,18 @@ down, down) and with the response cache on or off:
     in its dialect's shape naming the rule and the fix, never quoting the value — and which one is fixed by
     the scenario: a 200 exactly when a local deployment is up for the tier (its own or its
     `local_equivalents` tier), a refusal otherwise.
+With `action: redact` (test_redact_never_sends_a_detected_value) a maskable value may go to the cloud, but
+only as placeholders: no cloud-bound byte holds it, the answer comes back with every placeholder restored
+(the fakes echo the user turn, so the echo equals the text sent), and what cannot be masked (signed
+thinking, image URLs) or what the client marks local stays local as above.
 
 How hypothesis drives an async proxy (documented because it needs care): one proxy per test function (a
 scenario), built by the async `proxy` fixture on the test's event loop. The `@given` function is a plain
 sync function run in a worker thread (`asyncio.to_thread`); each example submits its request coroutine to
 the test's loop with `asyncio.run_coroutine_threadsafe` and waits for it. The loop stays free while the
-thread waits, so the proxy, the fakes and the client all run on it as usual. Example counts are modest (the
+thread waits, so the proxy, the fakes and the client all run on it as usual. These runs use no example
+database (an example's outcome depends on the proxy's state: cache, cooldowns), so a failure prints its
+reproduction instead of being replayed on the next run. Example counts are modest (the
 file runs in well under a minute); a fast pure property (`test_generated_values_are_found_in_every_place`)
 runs many more examples over the same strategies against the dialect parsers and the policy, without the
 network, so the generators themselves are checked.
@@ -431,7 +437,7 @@ EXAMPLES = {"up": 100, "slow": 8, "failing": 50, "cooling": 50, "down": 50, "red
 
 def _run_examples(loop: asyncio.AbstractEventLoop, check: Callable[[Case], Any], n: int) -> None:
     @settings(max_examples=n, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+              suppress_health_check=[HealthCheck.too_slow])
     @given(cases())
     def run(case: Case) -> None:
         asyncio.run_coroutine_threadsafe(check(case), loop).result(timeout=30)
