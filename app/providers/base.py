@@ -68,6 +68,10 @@ class UpstreamStream:
         try:
             async for chunk in self.response.content.iter_any():
                 yield chunk, self.decoder.feed(chunk)
+            # Read to the end: the connection goes back to the pool (close() would drop it, and every
+            # stream would pay for a new connection to the upstream).
+            self._closed = True
+            self.response.release()
             yield b"", self.decoder.close()
         except UpstreamError as e:
             e.deployment = e.deployment or dep.id
@@ -81,6 +85,7 @@ class UpstreamStream:
             self.close()
 
     def close(self) -> None:
+        """Drop the upstream connection (a stream stopped before its end cannot be reused)."""
         if not self._closed:
             self._closed = True
             self.response.close()

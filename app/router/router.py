@@ -120,7 +120,7 @@ class Router:
         for group in groups:
             group = list(group)
             if self.prefer is not None and len(group) > 1:
-                group.sort(key=lambda d: not self.prefer(d))  # stable: config order otherwise
+                group = self._preferred_first(group)
             for d in group:
                 if d.id in seen:
                     continue
@@ -128,6 +128,18 @@ class Router:
                 if allowed is None or allowed(d):
                     order.append(d)
         return order
+
+    def _preferred_first(self, group: list[Deployment]) -> list[Deployment]:
+        """Among the group's local (Ollama) deployments, those `prefer` picks (model loaded) come first, in
+        the slots the local ones hold: cloud deployments keep their place in the config's order."""
+        slots = [i for i, d in enumerate(group) if d.provider == "ollama"]
+        if len(slots) < 2:
+            return group
+        local = sorted((group[i] for i in slots), key=lambda d: not self.prefer(d))  # type: ignore[misc]
+        out = list(group)
+        for i, d in zip(slots, local):
+            out[i] = d
+        return out
 
     # ---------------------------------------------------------------------------------- execution
     async def complete(self, req: ChatRequest, plan: list[Deployment]) -> tuple[ChatResponse, bytes | None, RouteResult]:
