@@ -121,9 +121,14 @@ model_list:
       model: openai/gpt-4o-mini
       api_base: http://127.0.0.1:{upstream_port}/v1
       api_key: os.environ/BENCH_UPSTREAM_KEY
+  - model_name: cached
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:{upstream_port}/v1
+      api_key: os.environ/BENCH_UPSTREAM_KEY
 tiergate_settings:
   port: {port}
-  cache: {{enabled: false}}
+  cache: {{enabled: true}}
 """)
     return cfg
 
@@ -168,7 +173,8 @@ def main() -> None:
         targets = {
             "direct": (f"http://127.0.0.1:{up_port}/v1/chat/completions", {"authorization": f"Bearer {KEY}"}),
             "bare": (f"http://127.0.0.1:{bare_port}/v1/chat/completions", {"authorization": f"Bearer {KEY}"}),
-            "tiergate": (f"http://127.0.0.1:{tg_port}/v1/chat/completions", {"authorization": f"Bearer {agent_key}"}),
+            "tiergate": (f"http://127.0.0.1:{tg_port}/v1/chat/completions", {"authorization": f"Bearer {agent_key}",
+                                                                             "x-tiergate-cache": "off"}),
         }
         body = {**BODY, "model": "gpt-4o-mini"}
         for conns in (1, 16, 64):
@@ -179,10 +185,15 @@ def main() -> None:
         for name, (url, headers) in targets.items():
             b = {**stream_body, "model": "coder" if name == "tiergate" else "gpt-4o-mini"}
             results[f"{name}_stream"] = asyncio.run(stream_timing(url, b, headers, 50 if a.quick else 200))
+        # Cache hits: the same request again and again (the first one fills the cache)
+        url, headers = targets["tiergate"]
+        hit_headers = {"authorization": headers["authorization"]}
+        results["cache_hit_c1"] = wrk(url, {**BODY, "model": "cached"}, hit_headers, conns=1, duration=dur)
         # Anthropic inbound → OpenAI upstream: bare translator vs Tiergate
         an = {"bare_translator": (f"http://127.0.0.1:{bare_port}/v1/messages", {"x-api-key": KEY}),
               "tiergate_messages": (f"http://127.0.0.1:{tg_port}/v1/messages", {"x-api-key": agent_key,
-                                                                                "anthropic-version": "2023-06-01"})}
+                                                                                "anthropic-version": "2023-06-01",
+                                                                                "x-tiergate-cache": "off"})}
         for conns in (1, 16):
             for name, (url, headers) in an.items():
                 b = {**ANTHROPIC_BODY, "model": "coder" if name.startswith("tiergate") else "gpt-4o-mini"}
@@ -240,6 +251,8 @@ def report(r: dict) -> str:
     print(f"anthropic inbound req/s c=16: bare translator {r['bare_translator_c16']['rps']:.0f}, tiergate "
           f"{r['tiergate_messages_c16']['rps']:.0f} -> "
           f"{r['tiergate_messages_c16']['rps'] / r['bare_translator_c16']['rps']:.0%} (target >= 70%)")
+    print(f"cache hit through the proxy at c=1: p50 {r['cache_hit_c1']['p50_ms']:.3f} ms, "
+          f"p99 {r['cache_hit_c1']['p99_ms']:.3f} ms (target p50 < 1 ms)")
     print(f"RSS idle {r['rss_idle_mb']} MB (target < 80); warmed up {r['rss_warm_mb']} MB, after "
           f"{r['rss_after_requests']} more requests {r['rss_after_mb']} MB "
           f"({r['rss_after_mb'] - r['rss_warm_mb']:+.1f} MB, target within 5 MB); ready in {r['ready_s']} s (target < 1 s)")
