@@ -540,7 +540,13 @@ class StreamDecoder:
             raise UpstreamBadResponse("the stream sent a choice that is not an object")
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            self._delta(delta, out)
+            text = delta.get("content")
+            if len(delta) == 1 and text and type(text) is str:  # the common chunk: just more text
+                idx = self._open if self._open_key == "text" and self._open is not None \
+                    else self._block("text", "text", out)
+                out.append(TextDelta(idx, text))
+            else:
+                self._delta(delta, out)
         finish = choice.get("finish_reason")
         if isinstance(finish, str):
             self._finish = finish

@@ -176,7 +176,7 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         if isinstance(e, asyncio.CancelledError):
             raise
         return response
-    if relay.assembler.done:
+    if relay.assembler.done and state.cache_key is not None:  # assemble the answer only for the cache
         core.cache_store(state, relay.assembler.response())
     state.finish(relay.assembler.usage)
     try:
