@@ -22,7 +22,7 @@ from app.canonical import ChatRequest, ChatResponse, Usage
 from app.config.schema import Config, Deployment
 from app.errors import ConfigError, SecretError, TiergateError
 from app.secrets.redact import register_secrets
-from app.events import ConfigReloaded, EventBus, PrivacyChanged, ServerStarted, ServerStopped
+from app.events import ConfigReloaded, EventBus, ServerStarted, ServerStopped
 from app.providers import Provider, create_provider
 from app.router.health import HealthTracker
 from app.router.router import Router

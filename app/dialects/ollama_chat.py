@@ -54,6 +54,7 @@ from app.canonical import (
     Usage,
 )
 from app.config.schema import Deployment
+from app.dialects.openai_chat import document_text
 from app.errors import (
     BadRequest,
     TiergateError,
@@ -164,7 +165,7 @@ def _messages(req: ChatRequest) -> list[dict[str, Any]]:
                 flush()
                 out.append(_tool_result(p, names))  # type: ignore[arg-type]
             elif t is DocumentPart:
-                texts.append(_document_text(p))  # type: ignore[arg-type]
+                texts.append(document_text(p))  # type: ignore[arg-type]
         flush()
     return out
 
@@ -235,15 +236,6 @@ def _image_data(p: ImagePart) -> str | None:
         if sep and head.endswith(";base64"):
             return data
     return None
-
-
-def _document_text(p: DocumentPart) -> str:
-    src = p.raw.get("source") if isinstance(p.raw.get("source"), dict) else {}
-    if src.get("type") == "text" and isinstance(src.get("data"), str):
-        return src["data"]
-    if src.get("type") == "content" and isinstance(src.get("content"), list):
-        return "\n".join(c.get("text", "") for c in src["content"] if isinstance(c, dict))
-    return "[A document was omitted: this local model cannot read it.]"
 
 
 # --------------------------------------------------------------------------------------- responses

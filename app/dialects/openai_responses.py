@@ -60,6 +60,7 @@ from app.canonical import (
     Usage,
 )
 from app.config.schema import Deployment
+from app.dialects.openai_chat import effort_from_thinking, image_from_url
 from app.dialects.sse import SSEParser, sse
 from app.errors import (
     BadRequest,
@@ -269,21 +270,13 @@ def _parse_part(part: dict, where: str) -> Part | None:
         url = part.get("image_url")
         detail = part.get("detail") if isinstance(part.get("detail"), str) else None
         if isinstance(url, str) and url:
-            return _image_from_url(url, detail)
+            return image_from_url(url, detail)
         return TextPart("[An image given by file id was omitted: files are not available here.]")
     if kind == "input_file":
         return _parse_file(part, where)
     if kind == "input_audio":
         return TextPart("[An audio clip was omitted: audio input is not supported here.]")
     return None
-
-
-def _image_from_url(url: str, detail: str | None) -> ImagePart:
-    if url.startswith("data:"):
-        head, sep, data = url.partition(",")
-        if sep and head.endswith(";base64"):
-            return ImagePart(media_type=head[5:-7] or None, data=data, detail=detail)
-    return ImagePart(url=url, detail=detail)
 
 
 def _parse_file(part: dict, where: str) -> Part:
@@ -756,7 +749,7 @@ def build_request(req: ChatRequest, deployment: Deployment, *, stream: bool) -> 
         body["text"] = {"format": {"type": "json_schema", "name": spec.get("name") or "response",
                                    "schema": spec.get("schema") or {},
                                    **{k: spec[k] for k in ("description", "strict") if spec.get(k) is not None}}}
-    effort = req.reasoning_effort or _effort_from_thinking(req.thinking)
+    effort = req.reasoning_effort or effort_from_thinking(req.thinking)
     if effort:
         body["reasoning"] = {"effort": effort}
     if req.user:
@@ -764,14 +757,6 @@ def build_request(req: ChatRequest, deployment: Deployment, *, stream: bool) -> 
     body["stream"] = stream
     body["store"] = False
     return body
-
-
-def _effort_from_thinking(thinking: dict[str, Any] | None) -> str | None:
-    """An Anthropic `thinking` request as a Responses reasoning effort (by its token budget)."""
-    if not thinking or thinking.get("type") != "enabled":
-        return None
-    budget = thinking.get("budget_tokens") or 0
-    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
 
 
 def _input_items(messages: list[Message]) -> list[dict[str, Any]]:

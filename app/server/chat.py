@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +21,6 @@ from app.router.router import RouteResult, Target
 from app.server.context import CORE, STATE, RequestState, read_json, response_headers
 from app.secrets.redact import scrub_error
 from app.server.relay import StreamRelay
-from app.usage import UsageRecord
 
 log = logging.getLogger("tiergate.request")
 content_log = logging.getLogger("tiergate.content")
