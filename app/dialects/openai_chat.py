@@ -358,7 +358,9 @@ def build_request(req: ChatRequest, deployment: Deployment, *, stream: bool) -> 
     if req.response_format:
         out["response_format"] = req.response_format
     effort = req.reasoning_effort or (effort_from_thinking(req.thinking) if reasoning else None)
-    if effort:
+    # An effort translated from another dialect (Claude Code always sends one) goes only to models known to
+    # take it: OpenAI refuses `reasoning_effort` for gpt-4o and the like.
+    if effort and (reasoning or req.dialect is Dialect.OPENAI_CHAT):
         out["reasoning_effort"] = effort
     for key in DEFAULT_PARAMS:
         if key not in out and key in extra:

@@ -203,3 +203,13 @@ async def test_local_max_tokens_are_clamped(proxy, fake_ollama):
                                              messages=[{"role": "user", "content": "x"}]) as s:
         await s.get_final_message()
     assert fake_ollama.requests[-1].json["options"]["num_predict"] == 2048
+
+
+async def test_translated_effort_goes_only_to_models_that_take_it(proxy, fake_openai):
+    """Claude Code always asks for thinking/effort; gpt-4o-mini would refuse `reasoning_effort`."""
+    p = await proxy(MATRIX)
+    async with p.anthropic().messages.stream(model="coder", max_tokens=100, thinking={"type": "enabled",
+                                                                                      "budget_tokens": 2048},
+                                             messages=[{"role": "user", "content": "hi"}]) as s:
+        await s.get_final_message()
+    assert "reasoning_effort" not in fake_openai.requests[-1].json
