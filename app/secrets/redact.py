@@ -59,6 +59,7 @@ class Redactor:
     def __init__(self) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._encoded: tuple[bytes, ...] = ()  # the values as bytes, for relayed upstream bytes
         self._lock = threading.Lock()
 
     def register(self, value: str | None) -> None:
@@ -73,15 +74,30 @@ class Redactor:
             # Longest first, so a key that contains another registered key is masked whole.
             ordered = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            self._encoded = tuple(v.encode() for v in ordered)
 
     def forget_all(self) -> None:
         """Drop every registered value (tests only)."""
         with self._lock:
             self._values.clear()
             self._pattern = None
+            self._encoded = ()
 
     def __len__(self) -> int:
         return len(self._values)
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        """`data` with every registered value replaced by MASK. Cheap when none occurs (a byte search per
+        value): used on upstream bytes relayed as they are (same-dialect streams)."""
+        for value in self._encoded:
+            if value in data:
+                break
+        else:
+            return data
+        mask = MASK.encode()
+        for value in self._encoded:
+            data = data.replace(value, mask)
+        return data
 
     def redact(self, text: str) -> str:
         """`text` with every registered value and every key-shaped token replaced by MASK."""
@@ -99,6 +115,11 @@ class Redactor:
 
 
 _REDACTOR = Redactor()
+
+
+def mask_known_secrets(data: bytes) -> bytes:
+    """Registered secret values masked in raw bytes (see Redactor.mask_bytes)."""
+    return _REDACTOR.mask_bytes(data)
 
 
 def register_secret(value: str | None) -> None:

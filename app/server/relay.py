@@ -12,6 +12,7 @@ from types import ModuleType
 from app.assembly import ResponseAssembler
 from app.canonical import ChatRequest, Dialect, MessageEnd, StreamEvent
 from app.errors import TiergateError
+from app.secrets.redact import mask_known_secrets
 
 
 class StreamRelay:
@@ -32,6 +33,9 @@ class StreamRelay:
         for ev in events:
             add(ev)
         if self.passthrough:
+            # Relayed as the upstream sent them; a misbehaving upstream or gateway echoing our key in an
+            # event must not hand it to the client. (A value split across two reads is not caught.)
+            chunk = mask_known_secrets(chunk)
             return self._filter(chunk) if self._strip_usage else chunk
         encode = self.encoder.encode  # type: ignore[union-attr]
         out = b"".join([encode(ev) for ev in events]) if events else b""

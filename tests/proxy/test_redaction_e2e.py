@@ -453,8 +453,6 @@ async def test_responses_errors_do_not_relay_an_upstream_message_unscrubbed(prox
     assert "[REDACTED]" in message and "<path>" in message
 
 
-@pytest.mark.xfail(strict=True, reason="pass-through streams relay every upstream `data:` event verbatim, also "
-                                       "ones that are not chunks of the dialect (see the helper's report)")
 async def test_pass_through_stream_does_not_relay_a_foreign_event_carrying_the_key(proxy, fake_openai):
     """A 200 event stream whose first event is JSON but not a chat.completion.chunk, carrying our key (a
     misbehaving gateway between Tiergate and the provider): the client should not receive the key."""

@@ -193,3 +193,18 @@ def test_crash_output_is_redacted() -> None:
     assert SECRET not in proc.stderr and SECRET not in proc.stdout
     assert "RuntimeError: crash while using [REDACTED]" in proc.stderr
     assert "RuntimeError: thread [REDACTED]" in proc.stderr
+
+
+def test_known_secrets_are_masked_in_relayed_bytes():
+    from app.secrets.redact import forget_registered_secrets, mask_known_secrets, register_secret
+
+    forget_registered_secrets()
+    try:
+        assert mask_known_secrets(b"data: {}\n\n") == b"data: {}\n\n"  # nothing registered: unchanged
+        register_secret("sk-live-0123456789abcdef")
+        chunk = b'data: {"debug": "key sk-live-0123456789abcdef"}\n\n'
+        out = mask_known_secrets(chunk)
+        assert b"sk-live-0123456789abcdef" not in out and b"REDACTED" in out
+        assert mask_known_secrets(b'data: {"x": 1}\n\n') == b'data: {"x": 1}\n\n'
+    finally:
+        forget_registered_secrets()
