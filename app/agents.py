@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from app.config.schema import Section
 from app.errors import BadRequest, Forbidden, TiergateError
+from app.paths import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -267,23 +267,8 @@ class AgentRegistry:
 
     def _write(self) -> None:
         self._index()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"version": _FILE_VERSION, "agents": self._agents}, indent=2, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=".agents-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(payload + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            if os.name == "posix":
-                os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(self.path, (payload + "\n").encode(), mode=0o600)
         self._stamp = self._stat()
 
 

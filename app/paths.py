@@ -63,3 +63,27 @@ def ensure_dir(path: Path) -> Path:
     """Create `path` (and parents) readable by the user only, if missing; returns it."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Replace `path` with `data` all at once (a temporary file in the same folder, flushed to disk, then
+    renamed over it): a crash leaves the old file or the new one, never half of one. `mode` sets the
+    permission bits (e.g. 0o600 for files holding key hashes)."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None and os.name == "posix":
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

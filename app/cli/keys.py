@@ -16,12 +16,12 @@ import getpass
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from app.errors import ConfigError, SecretError, TiergateError
+from app.paths import atomic_write
 
 ENV_PREFIX = "os.environ/"
 KEYCHAIN_PREFIX = "keychain/"
@@ -409,18 +409,5 @@ def _check_same_structure(old: str, new: str, swaps: dict[str, str]) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """The config file rewritten in place, keeping its permission bits."""
+    atomic_write(path, text.encode("utf-8"), mode=path.stat().st_mode & 0o777)

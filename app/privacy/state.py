@@ -13,8 +13,6 @@ after); turning it off only happens once the file says so.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import orjson
 
 from app.errors import TiergateError
 from app.events import EventBus, PrivacyChanged
+from app.paths import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +81,8 @@ class PrivacyState:
             self.bus.emit(PrivacyChanged(mode=self.mode, source=source))
 
     def _write(self, on: bool, source: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = orjson.dumps({"mode": "on" if on else "off", "changed_at": time.time(), "source": source})
-        fd, tmp = tempfile.mkstemp(prefix=".privacy-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-
+        atomic_write(self.path, data)
 
 def _read(path: Path) -> tuple[bool, str, float | None, str | None]:
     """(enabled, source, changed_at, problem). Missing file: off. Anything unreadable: on, with the problem."""

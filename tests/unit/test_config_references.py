@@ -156,3 +156,16 @@ def test_environment_variable_values_are_not_quoted_in_errors():
     with pytest.raises(ConfigError) as e:
         parse_config(text, "c.yaml", environ={})
     assert str(e.value) == "c.yaml:4: environment_variables.SOME_KEY: expected a value (text or a number), got a list"
+
+
+def test_atomic_write_replaces_whole_and_sets_the_mode(tmp_path):
+    import os
+
+    from app.paths import atomic_write
+
+    path = tmp_path / "sub" / "f.json"
+    atomic_write(path, b"one")
+    atomic_write(path, b"two", mode=0o600)
+    assert path.read_bytes() == b"two"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["f.json"]  # no temporary file left behind

@@ -85,7 +85,7 @@ def test_write_failure_keeps_on_on_and_off_unchanged(tmp_path: Path, monkeypatch
     def fail(*_a, **_k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("app.privacy.state.tempfile.mkstemp", fail)
+    monkeypatch.setattr("app.privacy.state.atomic_write", fail)
     with pytest.raises(PrivacyStateError) as e:
         state.set(True, source="api")
     assert state.enabled is True and "No space left" in e.value.message
