@@ -10,7 +10,6 @@ Mapping keys are taken as written (`on:` stays "on", `1:` stays "1"), so key pat
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import re
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from app.config.schema import Config, Deployment, Section, ServerSettings
+from app.netloc import is_loopback_host
 from app.errors import ConfigError
 
 try:  # libyaml is 5-10x faster; the pure-Python loader gives the same result
@@ -251,12 +251,7 @@ def tier_ref(doc: Doc, path: KeyPath, value: Any, tiers: set[str]) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host)
 
 
 # ------------------------------------------------------------------------------------------------ entry

@@ -37,7 +37,6 @@ Special cases:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
@@ -45,12 +44,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
 
 from app.canonical import Usage
+from app.netloc import is_loopback_host, url_host
 from app.config.schema import Config, Deployment
 from app.usage import UsageRecord
 
@@ -167,13 +166,7 @@ def _is_local(dep: Deployment) -> bool:
         return True
     if dep.location is not None:
         return False
-    host = urlsplit(dep.api_base).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(url_host(dep.api_base) or "")
 
 
 class Pricing:

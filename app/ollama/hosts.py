@@ -26,10 +26,10 @@ Requests to a host that is not this machine carry prompts over the network; such
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from app.netloc import is_loopback_host
 from app.config.schema import DEFAULT_OLLAMA_BASE, Section
 from app.errors import BadRequest
 from app.ollama.names import validate_model_name
@@ -37,7 +37,7 @@ from app.ollama.units import GiB, valid_keep_alive
 
 DEFAULT_BUDGET_FRACTION = 0.75  # Apple's own default GPU working-set share on larger Macs is about 3/4
 DEFAULT_AGENT_CONTEXT = 32768
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
+_ANY_ADDRESS = {"0.0.0.0", "::"}  # OLLAMA_HOST=0.0.0.0 binds everything; connecting to it reaches this machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +82,8 @@ class OllamaSettings:
 
 
 def is_loopback(url: str) -> bool:
-    host = (urlsplit(url if "://" in url else f"http://{url}").hostname or "").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
+    return host in _ANY_ADDRESS or is_loopback_host(host)
 
 
 def normalize_url(url: str) -> str:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Literal
-from urllib.parse import urlsplit
 
+from app.netloc import ip_of, is_loopback_host, url_host  # noqa: F401 - re-exported
 from app.config.schema import Deployment
 
 Location = Literal["local", "trusted", "cloud"]
@@ -60,7 +60,7 @@ class TrustedHosts:
         host = host.lower().rstrip(".")
         if host in self.names:
             return True
-        ip = _ip(host)
+        ip = ip_of(host)
         return ip is not None and any(ip.version == n.version and ip in n for n in self.networks)
 
 
@@ -70,45 +70,6 @@ def _valid_hostname(name: str) -> bool:
     labels = name.split(".")
     return all(0 < len(lab) <= 63 and lab[0] != "-" and lab[-1] != "-"
                and all(ch.isascii() and (ch.isalnum() or ch == "-") for ch in lab) for lab in labels)
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def is_loopback_host(host: str) -> bool:
-    """`localhost` (exactly, trailing dot allowed) or a loopback address. Not `localhost.evil.com`."""
-    host = host.lower()
-    if host in ("localhost", "localhost."):
-        return True
-    ip = _ip(host)
-    return ip is not None and ip.is_loopback
-
-
-_UNSAFE_URL_CHARS = frozenset("\\ \t\r\n\x00@")
-
-
-def url_host(api_base: str) -> str | None:
-    """The host an HTTP client will connect to, or None when the URL is not plainly `http(s)://host[:port]/…`
-    (anything ambiguous between URL parsers counts as unknown)."""
-    if not api_base or any(ch in _UNSAFE_URL_CHARS for ch in api_base.split("?", 1)[0].split("#", 1)[0]):
-        return None
-    try:
-        parts = urlsplit(api_base)
-        port = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return None
-    if port is not None and not 0 < port < 65536:
-        return None
-    return parts.hostname
 
 
 def is_ollama_cloud_model(model: str) -> bool:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from app.netloc import is_loopback_host  # noqa: F401 - re-exported
 from app.agents import ANONYMOUS, MASTER, AgentIdentity, AgentRegistry, hash_key
 from app.config.schema import ServerSettings
 from app.errors import (
@@ -83,22 +84,6 @@ class RequestTimedOut(TiergateError):
 
 
 # ------------------------------------------------------------------------------------ host / bind
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for 'localhost', 127.0.0.0/8, ::1 (brackets allowed). Used for the bind address too."""
-    host = host.strip().lower()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def auth_required(settings: ServerSettings) -> bool:
     """Key auth is on unless explicitly switched off *and* bound to loopback: binding elsewhere forces it."""
     return settings.require_auth or not is_loopback_host(settings.host)
