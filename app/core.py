@@ -236,16 +236,13 @@ class Tiergate:
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                              json_serialize=lambda o: orjson.dumps(o).decode())
         self.router = self._new_router(self._build_providers(self.session))
-        from app.server.security import cors_response_headers, security_middlewares
+        from app.server.security import Gate, server_limits
 
         await self.ledger.start()
         await self.budgets.seed(self.ledger)
         await self.cache.start()
-        middlewares = security_middlewares(self.config.server, self.agents, self.secret_store,
-                                           public_paths=("/", "/health"))
-        app = create_app(self, extra_middlewares=[*middlewares, *(self.extra_middlewares or [])])
-        app.on_response_prepare.append(cors_response_headers)
-        from app.server.security import server_limits
+        gate = Gate(self.config.server, self.agents, self.secret_store, public_paths=("/", "/health"))
+        app = create_app(self, gate=gate, extra_middlewares=self.extra_middlewares)
 
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
                                     **server_limits(self.config.server))

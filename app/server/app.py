@@ -33,49 +33,57 @@ def dialect_for_path(path: str) -> ModuleType:
     return openai_chat
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Renders every error in the client's dialect, records usage once, and logs one line per request."""
-    core = request.app[CORE]
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except TiergateError as e:
-        status = e.status
-        return _error_response(request, e)
-    except web.HTTPException as e:
-        status = e.status
-        if e.status == 413:
-            from app.errors import PayloadTooLarge
+def request_middleware(core: Any, gate: Any = None) -> Any:
+    """The one middleware every request goes through: the security gate (app.server.security.Gate:
+    host, origin, size, auth, concurrency cap, deadline), then the handler; renders every error in the
+    client's dialect, records usage once, and logs one line per request."""
 
-            err: TiergateError = PayloadTooLarge("The request body is over the configured limit "
-                                                 "(tiergate_settings.max_body_bytes).")
-        elif e.status == 404:
-            err = TiergateError(f"No such endpoint: {request.method} {request.path}", title="Not found")
-            err.status, err.code = 404, "not_found_error"
-        elif e.status == 405:
-            err = TiergateError(f"{request.method} is not allowed on {request.path}", title="Method not allowed")
-            err.status, err.code = 405, "invalid_request_error"
-        else:
-            raise
-        return _error_response(request, err)
-    except Exception:
-        # A bug: full detail in our log, a generic message to the client (no traceback, no paths).
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        err = TiergateError("Tiergate hit an internal error; the details are in its log.", title="Internal error")
-        return _error_response(request, err)
-    finally:
-        state: RequestState | None = request.get(STATE)
-        if state is not None and not state.recorded:
-            if state.record.status == "ok" and status >= 400:
-                state.record.status = "error"
-                state.record.http_status = status
-            core.finish_request(state)
-        if core.access_log:
-            core.log_request(request, status, (time.perf_counter() - started) * 1000, state)
+    @web.middleware
+    async def tiergate_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            if gate is None:
+                response = await handler(request)
+            else:
+                response = await gate.admit(request) or await gate.run(request, handler)
+            status = response.status
+            return response
+        except TiergateError as e:
+            status = e.status
+            return _error_response(request, e)
+        except web.HTTPException as e:
+            status = e.status
+            if e.status == 413:
+                from app.errors import PayloadTooLarge
+
+                err: TiergateError = PayloadTooLarge("The request body is over the configured limit "
+                                                     "(tiergate_settings.max_body_bytes).")
+            elif e.status == 404:
+                err = TiergateError(f"No such endpoint: {request.method} {request.path}", title="Not found")
+                err.status, err.code = 404, "not_found_error"
+            elif e.status == 405:
+                err = TiergateError(f"{request.method} is not allowed on {request.path}", title="Method not allowed")
+                err.status, err.code = 405, "invalid_request_error"
+            else:
+                raise
+            return _error_response(request, err)
+        except Exception:
+            # A bug: full detail in our log, a generic message to the client (no traceback, no paths).
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            err = TiergateError("Tiergate hit an internal error; the details are in its log.", title="Internal error")
+            return _error_response(request, err)
+        finally:
+            state: RequestState | None = request.get(STATE)
+            if state is not None and not state.recorded:
+                if state.record.status == "ok" and status >= 400:
+                    state.record.status = "error"
+                    state.record.http_status = status
+                core.finish_request(state)
+            if core.access_log:
+                core.log_request(request, status, (time.perf_counter() - started) * 1000, state)
+
+    return tiergate_request
 
 
 def _error_response(request: web.Request, err: TiergateError) -> web.Response:
@@ -104,14 +112,17 @@ def chat_route(dialect: ModuleType, name: Dialect) -> Handler:
     return handler
 
 
-def create_app(core: Any, *, extra_middlewares: list[Any] | None = None) -> web.Application:
-    """The Tiergate web application for `core` (see app.core.Tiergate)."""
+def create_app(core: Any, *, gate: Any = None, extra_middlewares: list[Any] | None = None) -> web.Application:
+    """The Tiergate web application for `core` (see app.core.Tiergate); `gate` (app.server.security.Gate)
+    checks every request before its handler, None only in tests of the handlers alone."""
     settings = core.config.server
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[error_middleware, *(extra_middlewares or [])],
+        middlewares=[request_middleware(core, gate), *(extra_middlewares or [])],
     )
     app[CORE] = core
+    if gate is not None:
+        gate.install(app)
     r = app.router
     chat = chat_route(openai_chat, Dialect.OPENAI_CHAT)
     r.add_post("/v1/chat/completions", chat)

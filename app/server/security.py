@@ -1,14 +1,17 @@
-"""The endpoint's security layer: aiohttp middlewares and helpers.
+"""The endpoint's security layer: one `Gate` that checks every request, and its helpers.
 
-Order (outermost first), as `security_middlewares()` returns them; the server's own error middleware goes
-before all of them so that the errors raised here are rendered in the client's dialect:
+The checks, in order (the server's error middleware calls `Gate.admit` and `Gate.run` first thing, so the
+errors raised here are rendered in the client's dialect):
 
-  host_guard         Host must name this machine (loopback): defeats DNS rebinding
-  origin_guard       browsers: Origin must be allowlisted; CORS preflights answered here
-  size_guard         Content-Length and total header size within limits (before any body is read)
-  auth_middleware    agent key or master key -> request[AGENT_KEY]; /tiergate/... needs the master key
-  concurrency_guard  cap on requests relaying upstream at once
-  timeout_guard      whole-request time limit
+  host        Host must name this machine (loopback): defeats DNS rebinding
+  origin      browsers: Origin must be allowlisted; CORS preflights answered here
+  size        Content-Length and total header size within limits (before any body is read)
+  auth        agent key or master key -> request[AGENT_KEY]; /tiergate/... needs the master key
+  concurrency cap on requests relaying upstream at once
+  deadline    whole-request time limit (one watchdog for all requests, not a timer each)
+
+They run as plain method calls in one middleware, not as a chain of six: every request pays for each
+check, so each is a few dictionary lookups on the common path (known Host, no Origin, a key seen before).
 
 Errors are raised as app.errors exceptions (Unauthorized, Forbidden, RateLimited, PayloadTooLarge…) and
 never carry the presented key, a path or a trace. Settings come from `ServerSettings`; a few limits not in
@@ -143,26 +146,6 @@ def host_allowed(value: str | None, settings: ServerSettings) -> bool:
         return False
 
 
-def host_guard(settings: ServerSettings) -> Any:
-    verdicts: dict[str | None, bool] = {}  # Host value -> allowed; agents send the same few values
-
-    @web.middleware
-    async def host_guard_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        value = request.headers.get("Host")
-        allowed = verdicts.get(value)
-        if allowed is None:
-            allowed = host_allowed(value, settings)
-            if len(verdicts) < 256:
-                verdicts[value] = allowed
-        if not allowed:
-            log.warning("Refused a request from %s: Host header does not name this machine", request.remote)
-            raise Forbidden("The Host header must name this machine (localhost or 127.0.0.1).",
-                            title="Host not allowed")
-        return await handler(request)
-
-    return host_guard_mw
-
-
 # ------------------------------------------------------------------------------------ origin / CORS
 def normalize_origin(origin: str) -> str | None:
     """'scheme://host[:port]' lower-cased with the default port dropped, or None if not an origin."""
@@ -194,36 +177,6 @@ def allowed_origin_set(settings: ServerSettings) -> frozenset[str]:
     return frozenset(out)
 
 
-def origin_guard(settings: ServerSettings) -> Any:
-    """Refuse browser requests unless their Origin is allowlisted; answer CORS preflights.
-
-    Requests without an Origin header (SDKs, curl, agents) pass. A browser page can also reach us without
-    an Origin header (a plain GET, an <img>): those carry `Sec-Fetch-Site`, which is refused unless it says
-    the request did not come from another site."""
-    allowed = allowed_origin_set(settings)
-
-    @web.middleware
-    async def origin_guard_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            fetch_site = request.headers.get("Sec-Fetch-Site", "none").lower()
-            if fetch_site not in ("none", "same-origin"):
-                log.warning("Refused a cross-site browser request from %s", request.remote)
-                raise Forbidden("Cross-site browser requests are not accepted.", title="Origin not allowed")
-            return await handler(request)
-        norm = normalize_origin(origin)
-        if norm is None or norm not in allowed:
-            log.warning("Refused a browser request from %s: origin not in tiergate_settings.allowed_origins", request.remote)
-            raise Forbidden("This web origin may not call Tiergate. Add it to tiergate_settings.allowed_origins in the "
-                            "config if it should.", title="Origin not allowed")
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return preflight_response(request, norm)
-        request[CORS_ORIGIN_KEY] = norm
-        return await handler(request)
-
-    return origin_guard_mw
-
-
 def preflight_response(request: web.Request, origin: str) -> web.Response:
     """The answer to a CORS preflight from an allowlisted origin."""
     method = request.headers.get("Access-Control-Request-Method", "").strip().upper()
@@ -251,33 +204,19 @@ def _is_token(name: str) -> bool:
 async def cors_response_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`app.on_response_prepare` hook: CORS headers for allowlisted origins on every response (errors
     included), and never `Access-Control-Allow-Origin: *` (e.g. copied from an upstream). Also marks
-    the request as having started its response (see timeout_guard)."""
+    the request as having started its response (see `Gate.run`)."""
     request[RESPONSE_STARTED_KEY] = True
-    if response.headers.get("Access-Control-Allow-Origin", "").strip() == "*":
-        del response.headers["Access-Control-Allow-Origin"]
+    headers = response.headers
+    if "Access-Control-Allow-Origin" in headers and headers["Access-Control-Allow-Origin"].strip() == "*":
+        del headers["Access-Control-Allow-Origin"]
     origin = request.get(CORS_ORIGIN_KEY)
-    if origin and "Access-Control-Allow-Origin" not in response.headers:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        vary = response.headers.get("Vary")
-        response.headers["Vary"] = f"{vary}, Origin" if vary and "origin" not in vary.lower() else (vary or "Origin")
+    if origin and "Access-Control-Allow-Origin" not in headers:
+        headers["Access-Control-Allow-Origin"] = origin
+        vary = headers.get("Vary")
+        headers["Vary"] = f"{vary}, Origin" if vary and "origin" not in vary.lower() else (vary or "Origin")
 
 
 # ------------------------------------------------------------------------------------ sizes / time
-def size_guard(settings: ServerSettings) -> Any:
-    @web.middleware
-    async def size_guard_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
-        if header_bytes > settings.max_header_bytes:
-            raise HeadersTooLarge(f"Request headers exceed {settings.max_header_bytes} bytes.")
-        length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
-            raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes "
-                                  f"(tiergate_settings.max_body_bytes).")
-        return await handler(request)
-
-    return size_guard_mw
-
-
 async def read_body(request: web.Request, settings: ServerSettings) -> bytes:
     """The request body, within `max_body_bytes` and `body_timeout`. Use instead of `request.read()`:
     a client trickling its body cannot hold a handler for longer than the timeout."""
@@ -291,52 +230,6 @@ async def read_body(request: web.Request, settings: ServerSettings) -> bytes:
                               f"(tiergate_settings.max_body_bytes).") from None
     except TimeoutError:
         raise RequestTimedOut("The request body arrived too slowly.") from None
-
-
-def timeout_guard(settings: ServerSettings) -> Any:
-    """Whole-request time limit (streaming included): `request_timeout` seconds."""
-
-    @web.middleware
-    async def timeout_guard_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            async with asyncio.timeout(settings.request_timeout) as cm:
-                return await handler(request)
-        except TimeoutError:
-            if not cm.expired():
-                raise
-            if request.get(RESPONSE_STARTED_KEY) and request.transport is not None:
-                # Mid-stream: no error response can follow the bytes already sent; cut the connection
-                # so the client sees a truncated stream, not a 408 spliced into it.
-                request.transport.close()
-            raise RequestTimedOut(f"The request took longer than {settings.request_timeout:g} s "
-                                  f"(tiergate_settings.request_timeout).") from None
-
-    return timeout_guard_mw
-
-
-def concurrency_guard(settings: ServerSettings,
-                      applies: Callable[[web.Request], bool] | None = None) -> Any:
-    """At most `max_concurrent_streams` requests relaying upstream at once; more get 429 at once (agents
-    retry 429s). By default every POST outside the management API counts."""
-    cap = settings.max_concurrent_streams
-    active = 0
-    applies = applies or (lambda r: r.method == "POST" and not _is_management(r.path))
-
-    @web.middleware
-    async def concurrency_guard_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal active
-        if not applies(request):
-            return await handler(request)
-        if active >= cap:
-            raise RateLimited(f"Tiergate is already relaying {cap} requests (tiergate_settings.max_concurrent_streams); "
-                              f"retry shortly.", details={"retry_after": 1})
-        active += 1
-        try:
-            return await handler(request)
-        finally:
-            active -= 1
-
-    return concurrency_guard_mw
 
 
 def server_limits(settings: ServerSettings) -> dict[str, Any]:
@@ -371,6 +264,11 @@ class FailedAuthLimiter:
         self.clock = clock
         self._failures: dict[str, deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
+
+    @property
+    def blocking(self) -> bool:
+        """Whether any address is blocked now or was recently (checked before looking up the caller)."""
+        return bool(self._blocked_until)
 
     def blocked_for(self, address: str) -> float:
         """Seconds until `address` may try again (0: not blocked)."""
@@ -418,9 +316,13 @@ class MasterKeyCache:
         self._lock = asyncio.Lock()
         self._last_error: str | None = None
 
+    def fresh(self) -> bool:
+        """Whether `digest()` would answer from the cache (no keychain read, no await needed)."""
+        return self._read_at is not None and self.clock() - self._read_at < self.ttl
+
     async def digest(self) -> bytes | None:
         """None when the keychain cannot give the master key (agent keys keep working)."""
-        if self._read_at is not None and self.clock() - self._read_at < self.ttl:
+        if self.fresh():
             return self._digest
         async with self._lock:
             if self._read_at is not None and self.clock() - self._read_at < self.ttl:
@@ -456,95 +358,232 @@ def _is_management(path: str) -> bool:
     return path == MANAGEMENT_PREFIX or path.startswith(MANAGEMENT_PREFIX + "/")
 
 
-def auth_middleware(settings: ServerSettings, registry: AgentRegistry, store: Any, *,
-                    limiter: FailedAuthLimiter | None = None, master: MasterKeyCache | None = None,
-                    public_paths: Iterable[str] = ()) -> Any:
-    """Sets `request[AGENT_KEY]` to an AgentIdentity, or raises Unauthorized / Forbidden / RateLimited.
 
-    `public_paths` (exact paths, e.g. "/health") need no key. With `require_auth: false` on a loopback
-    bind, requests without a key run as "anonymous"; the management API always needs the master key."""
-    required = auth_required(settings)
-    public = frozenset(public_paths)
-    limiter = limiter or FailedAuthLimiter(max_failures=int(_setting(settings, "auth_max_failures")),
-                                           window=float(_setting(settings, "auth_failure_window")),
-                                           block_seconds=float(_setting(settings, "auth_block_seconds")))
-    master = master or MasterKeyCache(store)
 
-    async def identify(keys: list[str]) -> AgentIdentity | None:
-        master_digest = await master.digest()
+# ------------------------------------------------------------------------------------ deadlines
+class Deadlines:
+    """The whole-request time limit for every request in flight, kept by one watchdog task.
+
+    A timer per request (`asyncio.timeout`) costs a heap push and a cancellation on every request; the
+    watchdog costs a dictionary insert and delete, and wakes only while requests are in flight, every
+    `resolution` seconds, cancelling the tasks that are over their deadline."""
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self.resolution = min(1.0, max(0.02, seconds / 10))
+        self.clock = clock
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()  # cancelled by us, not yet handled by `Gate.run`
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def watch(self, task: asyncio.Task[Any]) -> None:
+        self._due[task] = self.clock() + self.seconds
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch(), name="tiergate-deadlines")
+
+    def forget(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching `task`; True when its deadline had passed (and it was cancelled for it)."""
+        self._due.pop(task, None)
+        if task in self.expired:
+            self.expired.discard(task)
+            return True
+        return False
+
+    async def _watch(self) -> None:
+        try:
+            while self._due:
+                await asyncio.sleep(self.resolution)
+                now = self.clock()
+                for task in [t for t, due in self._due.items() if due <= now]:
+                    del self._due[task]
+                    if not task.done():
+                        self.expired.add(task)
+                        task.cancel()
+        finally:
+            self._watchdog = None
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+
+# ------------------------------------------------------------------------------------ the gate
+class Gate:
+    """Every check the endpoint makes, for one server. `admit` runs the checks that need no handler
+    (host, origin, size, auth); `run` calls the handler under the concurrency cap and the deadline.
+    `middleware` is both, for an application that has no other middleware doing it."""
+
+    def __init__(self, settings: ServerSettings, registry: AgentRegistry, store: Any, *,
+                 limiter: FailedAuthLimiter | None = None, master: MasterKeyCache | None = None,
+                 public_paths: Iterable[str] = ()):
+        self.settings = settings
+        self.registry = registry
+        self.required = auth_required(settings)
+        self.public = frozenset(public_paths)
+        self.origins = allowed_origin_set(settings)  # ConfigError for a bad entry, at start
+        self.limiter = limiter or FailedAuthLimiter(max_failures=int(_setting(settings, "auth_max_failures")),
+                                                    window=float(_setting(settings, "auth_failure_window")),
+                                                    block_seconds=float(_setting(settings, "auth_block_seconds")))
+        self.master = master or MasterKeyCache(store)
+        self.deadlines = Deadlines(settings.request_timeout)
+        self.cap = settings.max_concurrent_streams
+        self.active = 0
+        self._hosts: dict[str | None, bool] = {}  # Host value -> allowed; agents send the same few values
+
+    # ------------------------------------------------------------------------------------ checks
+    async def admit(self, request: web.Request) -> web.StreamResponse | None:
+        """Run host, origin, size and auth checks; raise on a refusal. Returns a response when the gate
+        answers the request itself (a CORS preflight), else None with `request[AGENT_KEY]` set."""
+        headers = request.headers
+        host = headers.get("Host")
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            allowed = host_allowed(host, self.settings)
+            if len(self._hosts) < 256:
+                self._hosts[host] = allowed
+        if not allowed:
+            log.warning("Refused a request from %s: Host header does not name this machine", request.remote)
+            raise Forbidden("The Host header must name this machine (localhost or 127.0.0.1).",
+                            title="Host not allowed")
+        origin = headers.get("Origin")
+        if origin is not None or "Sec-Fetch-Site" in headers:
+            preflight = self.check_origin(request, origin)
+            if preflight is not None:
+                return preflight
+        settings = self.settings
+        raw = request.raw_headers
+        if sum(len(k) + len(v) for k, v in raw) + 4 * len(raw) > settings.max_header_bytes:
+            raise HeadersTooLarge(f"Request headers exceed {settings.max_header_bytes} bytes.")
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes "
+                                  f"(tiergate_settings.max_body_bytes).")
+        request[AGENT_KEY] = await self.authenticate(request)
+        return None
+
+    def check_origin(self, request: web.Request, origin: str | None) -> web.StreamResponse | None:
+        """Refuse browser requests unless their Origin is allowlisted; answer CORS preflights.
+
+        Requests without an Origin header (SDKs, curl, agents) pass. A browser page can also reach us
+        without an Origin header (a plain GET, an <img>): those carry `Sec-Fetch-Site`, which is refused
+        unless it says the request did not come from another site."""
+        if origin is None:
+            fetch_site = request.headers.get("Sec-Fetch-Site", "none").lower()
+            if fetch_site not in ("none", "same-origin"):
+                log.warning("Refused a cross-site browser request from %s", request.remote)
+                raise Forbidden("Cross-site browser requests are not accepted.", title="Origin not allowed")
+            return None
+        norm = normalize_origin(origin)
+        if norm is None or norm not in self.origins:
+            log.warning("Refused a browser request from %s: origin not in tiergate_settings.allowed_origins",
+                        request.remote)
+            raise Forbidden("This web origin may not call Tiergate. Add it to tiergate_settings.allowed_origins in "
+                            "the config if it should.", title="Origin not allowed")
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return preflight_response(request, norm)
+        request[CORS_ORIGIN_KEY] = norm
+        return None
+
+    async def identify(self, keys: list[str]) -> AgentIdentity | None:
+        master = self.master
+        master_digest = master._digest if master.fresh() else await master.digest()
         for key in keys:
             digest = hash_key(key)
             # Both comparisons always run: timing does not tell a master key from an agent key.
             is_master = master_digest is not None and hmac.compare_digest(digest, master_digest)
-            agent = registry.match_digest(digest)
+            agent = self.registry.match_digest(digest)
             if is_master:
                 return MASTER
             if agent is not None:
                 return agent
         return None
 
-    @web.middleware
-    async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in public:
-            request[AGENT_KEY] = ANONYMOUS
-            return await handler(request)
-        management = _is_management(request.path)
-        address = request.remote or "unknown"
-        wait = limiter.blocked_for(address)
-        if wait > 0:
-            raise RateLimited("Too many failed authentication attempts from this address; try again later.",
-                              details={"retry_after": math.ceil(wait)})
+    async def authenticate(self, request: web.Request) -> AgentIdentity:
+        """The caller's identity, or Unauthorized / Forbidden / RateLimited."""
+        path = request.path
+        if path in self.public:
+            return ANONYMOUS
+        management = _is_management(path)
+        limiter = self.limiter
+        if limiter.blocking:
+            wait = limiter.blocked_for(request.remote or "unknown")
+            if wait > 0:
+                raise RateLimited("Too many failed authentication attempts from this address; try again later.",
+                                  details={"retry_after": math.ceil(wait)})
         keys = presented_keys(request)
-        identity = await identify(keys) if keys else None
-        if identity is None and (keys or required or management):
-            if not keys:
-                # No key at all: a probe or a misconfigured client, not a guess. Refused, but not counted
-                # toward the lock-out (Claude Code sends a keyless `HEAD /` at every start).
-                log.info("Authentication failed from %s: no key (%s %s)", address, request.method, request.path)
-                raise Unauthorized("Missing API key. Send your Tiergate agent key as `Authorization: Bearer <key>` "
-                                   "or `x-api-key: <key>` (create one with `tiergate agents add NAME`).")
-            count = limiter.record_failure(address)
-            reason = "invalid or revoked key"
-            if count >= limiter.max_failures:
-                log.warning("Authentication: %d failed attempts from %s within %.0f s (last: %s); refusing "
-                            "that address for %.0f s", count, address, limiter.window, reason,
-                            limiter.block_seconds)
-            else:
-                level = logging.WARNING if count == 1 else logging.INFO
-                log.log(level, "Authentication failed from %s: %s (%d failed in the last %.0f s)",
-                        address, reason, count, limiter.window)
-            if keys:
-                raise Unauthorized("Invalid or revoked API key. Use a key from `tiergate agents add NAME` "
-                                   "or the master key (`tiergate keys master`).")
-            raise Unauthorized("Missing API key. Send your Tiergate agent key as `Authorization: Bearer <key>` "
-                               "or `x-api-key: <key>` (create one with `tiergate agents add NAME`).")
+        identity = await self.identify(keys) if keys else None
+        if identity is None and (keys or self.required or management):
+            self._refuse(request, keys)
         identity = identity or ANONYMOUS
         if management and not identity.is_master:
             raise Forbidden("The management API (/tiergate/...) needs the master key.", title="Master key required")
-        request[AGENT_KEY] = identity
-        return await handler(request)
+        return identity
 
-    auth_mw.limiter = limiter  # type: ignore[attr-defined]  # for tests and diagnostics
-    auth_mw.master = master  # type: ignore[attr-defined]
-    return auth_mw
+    def _refuse(self, request: web.Request, keys: list[str]) -> None:
+        address = request.remote or "unknown"
+        if not keys:
+            # No key at all: a probe or a misconfigured client, not a guess. Refused, but not counted
+            # toward the lock-out (Claude Code sends a keyless `HEAD /` at every start).
+            log.info("Authentication failed from %s: no key (%s %s)", address, request.method, request.path)
+            raise Unauthorized("Missing API key. Send your Tiergate agent key as `Authorization: Bearer <key>` "
+                               "or `x-api-key: <key>` (create one with `tiergate agents add NAME`).")
+        limiter = self.limiter
+        count = limiter.record_failure(address)
+        reason = "invalid or revoked key"
+        if count >= limiter.max_failures:
+            log.warning("Authentication: %d failed attempts from %s within %.0f s (last: %s); refusing "
+                        "that address for %.0f s", count, address, limiter.window, reason, limiter.block_seconds)
+        else:
+            level = logging.WARNING if count == 1 else logging.INFO
+            log.log(level, "Authentication failed from %s: %s (%d failed in the last %.0f s)",
+                    address, reason, count, limiter.window)
+        raise Unauthorized("Invalid or revoked API key. Use a key from `tiergate agents add NAME` "
+                           "or the master key (`tiergate keys master`).")
 
+    # ------------------------------------------------------------------------------------ the call
+    async def run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Call `handler` under the concurrency cap (POSTs outside the management API: the requests that
+        relay upstream; more get 429 at once, which agents retry) and the whole-request deadline."""
+        counted = request.method == "POST" and not _is_management(request.path)
+        if counted:
+            if self.active >= self.cap:
+                raise RateLimited(f"Tiergate is already relaying {self.cap} requests "
+                                  f"(tiergate_settings.max_concurrent_streams); retry shortly.",
+                                  details={"retry_after": 1})
+            self.active += 1
+        task = asyncio.current_task()
+        deadlines = self.deadlines
+        deadlines.watch(task)  # type: ignore[arg-type]
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            if not deadlines.forget(task):  # type: ignore[arg-type]
+                raise
+            task.uncancel()  # type: ignore[union-attr]
+            if request.get(RESPONSE_STARTED_KEY) and request.transport is not None:
+                # Mid-stream: no error response can follow the bytes already sent; cut the connection
+                # so the client sees a truncated stream, not a 408 spliced into it.
+                request.transport.close()
+            raise RequestTimedOut(f"The request took longer than {self.settings.request_timeout:g} s "
+                                  f"(tiergate_settings.request_timeout).") from None
+        finally:
+            deadlines.forget(task)  # type: ignore[arg-type]
+            if counted:
+                self.active -= 1
 
-# ------------------------------------------------------------------------------------ assembly
-def security_middlewares(settings: ServerSettings, registry: AgentRegistry, store: Any, *,
-                         public_paths: Iterable[str] = ()) -> list[Any]:
-    """All of the above in order. Put the server's error middleware before these."""
-    return [
-        host_guard(settings),
-        origin_guard(settings),
-        size_guard(settings),
-        auth_middleware(settings, registry, store, public_paths=public_paths),
-        concurrency_guard(settings),
-        timeout_guard(settings),
-    ]
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        early = await self.admit(request)
+        if early is not None:
+            return early
+        return await self.run(request, handler)
 
+    def install(self, app: web.Application) -> None:
+        """Hook the CORS response headers and stop the watchdog with the app (`middleware` or an error
+        middleware calling `admit`/`run` does the rest)."""
+        app.on_response_prepare.append(cors_response_headers)
 
-def install_security(app: web.Application, settings: ServerSettings, registry: AgentRegistry, store: Any, *,
-                     public_paths: Iterable[str] = ()) -> None:
-    """Append the security middlewares to `app` and hook the CORS response headers."""
-    app.middlewares.extend(security_middlewares(settings, registry, store, public_paths=public_paths))
-    app.on_response_prepare.append(cors_response_headers)
+        async def close(_app: web.Application) -> None:
+            self.deadlines.close()
+
+        app.on_shutdown.append(close)

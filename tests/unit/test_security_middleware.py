@@ -9,9 +9,9 @@ headers every request passes through.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,17 +77,9 @@ class World:
         self.client: TestClient | None = None
 
     def build_app(self, settings: Settings, *, public_paths=("/health",)) -> web.Application:
-        app = web.Application(middlewares=[render_errors], **sec.app_limits(settings))
-        app.middlewares.extend([
-            sec.host_guard(settings),
-            sec.origin_guard(settings),
-            sec.size_guard(settings),
-            sec.auth_middleware(settings, self.registry, self.store, limiter=self.limiter,
-                                public_paths=public_paths),
-            sec.concurrency_guard(settings),
-            sec.timeout_guard(settings),
-        ])
-        app.on_response_prepare.append(sec.cors_response_headers)
+        gate = sec.Gate(settings, self.registry, self.store, limiter=self.limiter, public_paths=public_paths)
+        app = web.Application(middlewares=[render_errors, gate.middleware], **sec.app_limits(settings))
+        gate.install(app)
 
         async def chat(request: web.Request) -> web.Response:
             self.handler_calls += 1
@@ -269,7 +261,7 @@ async def test_bad_preflights(client: TestClient, headers: dict[str, str], statu
 @pytest.mark.parametrize("entry", ["*", "null", "localhost:3000", "http://x.example/path"])
 def test_bad_allowed_origins_are_config_errors(entry: str) -> None:
     with pytest.raises(ConfigError):
-        sec.origin_guard(Settings(allowed_origins=[entry]))
+        sec.Gate(Settings(allowed_origins=[entry]), AgentRegistry(Path("/nonexistent/agents.json")), None)
 
 
 # ------------------------------------------------------------------------------------------- keys
@@ -364,8 +356,8 @@ async def test_master_rotation_reaches_a_running_server(client: TestClient, worl
     assert (await client.get("/tiergate/status", headers=bearer(world.master))).status == 200
     new = SecretStore().rotate_master_key()
     world.clock.now += 31  # the limiter's clock; the cache uses its own: expire it directly
-    mw = [m for m in client.app.middlewares if hasattr(m, "master")][0]
-    mw.master._read_at = None
+    gate = [m.__self__ for m in client.app.middlewares if isinstance(getattr(m, "__self__", None), sec.Gate)][0]
+    gate.master._read_at = None
     assert (await client.get("/tiergate/status", headers=bearer(world.master))).status == 401
     assert (await client.get("/tiergate/status", headers=bearer(new))).status == 200
 
@@ -564,16 +556,12 @@ class FuzzWorld:
         self.settings = Settings(allowed_origins=["http://localhost:3000"])
         # A limiter that never blocks, so valid keys keep being checked after many failures.
         limiter = sec.FailedAuthLimiter(max_failures=10**9)
-        mws = [sec.host_guard(self.settings), sec.origin_guard(self.settings), sec.size_guard(self.settings),
-               sec.auth_middleware(self.settings, self.registry, self.store, limiter=limiter,
-                                   public_paths=("/health",))]
+        gate = sec.Gate(self.settings, self.registry, self.store, limiter=limiter, public_paths=("/health",))
 
-        async def final(request: web.Request) -> web.StreamResponse:
-            return web.json_response({"agent": request[sec.AGENT_KEY].name})
+        async def handler(request: web.Request) -> web.StreamResponse:
+            early = await gate.admit(request)  # the checks that run before any handler
+            return early or web.json_response({"agent": request[sec.AGENT_KEY].name})
 
-        handler = final
-        for mw in reversed(mws):
-            handler = functools.partial(mw, handler=handler)
         self.handler = handler
         self.loop = asyncio.new_event_loop()
 
