@@ -233,7 +233,10 @@ class Tiergate:
         from app.server.app import create_app
 
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+        # No cookie jar: a cookie one upstream sets for one agent's request must not ride along on the
+        # next agent's (and filtering an empty jar on every request costs time for nothing).
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                             cookie_jar=aiohttp.DummyCookieJar(),
                                              json_serialize=lambda o: orjson.dumps(o).decode())
         self.router = self._new_router(self._build_providers(self.session))
         from app.server.security import Gate, server_limits

@@ -137,7 +137,8 @@ class CacheControl:
     def from_request(cls, headers: Mapping[str, str], body: Mapping[str, Any] | None = None) -> "CacheControl":
         read = write = True
         ttl = max_age = None
-        lower = {k.lower(): v for k, v in headers.items()}
+        # aiohttp's headers are case-insensitive already; a plain mapping (tests, callers) is lower-cased
+        lower = headers if hasattr(headers, "getall") else {k.lower(): v for k, v in headers.items()}
         switch = lower.get("x-tiergate-cache", "").strip().lower()
         if switch in ("off", "false", "0", "no", "bypass"):
             read = write = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from types import ModuleType
@@ -79,11 +80,20 @@ def request_middleware(core: Any, gate: Any = None) -> Any:
                 if state.record.status == "ok" and status >= 400:
                     state.record.status = "error"
                     state.record.http_status = status
-                core.finish_request(state)
-            if core.access_log:
+                # Priced, recorded and announced right after aiohttp has written the response (it does so
+                # in this same step): the client does not wait for the bookkeeping.
+                asyncio.get_running_loop().call_soon(_finish, core, request, state, status, started)
+            elif core.access_log:
                 core.log_request(request, status, (time.perf_counter() - started) * 1000, state)
 
     return tiergate_request
+
+
+def _finish(core: Any, request: web.Request, state: RequestState, status: int, started: float) -> None:
+    if not state.recorded:
+        core.finish_request(state)
+    if core.access_log:
+        core.log_request(request, status, (time.perf_counter() - started) * 1000, state)
 
 
 def _error_response(request: web.Request, err: TiergateError) -> web.Response:

@@ -51,7 +51,8 @@ class RequestState:
         r.model = d.model
         r.tier = d.tier
         self.tier = d.tier
-        r.fallback_path = route.fallback_path
+        if len(route.attempts) > 1:  # more than the one that answered
+            r.fallback_path = route.fallback_path
 
     def first_byte(self) -> None:
         self._ttft = (time.perf_counter() - self.t0) * 1000
