@@ -30,6 +30,7 @@ class Dialect(str, Enum):
 
 
 Role = Literal["user", "assistant"]
+_MISSING: Any = object()
 
 
 # --------------------------------------------------------------------------------------------- parts
@@ -172,17 +173,21 @@ class Usage:
         """From Chat Completions (`prompt_tokens`…) or Responses (`input_tokens`…) usage objects."""
         if not usage:
             return cls()
-        prompt = usage.get("prompt_tokens", usage.get("input_tokens")) or 0
-        completion = usage.get("completion_tokens", usage.get("output_tokens")) or 0
-        pdet = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-        cdet = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+        get = usage.get
+        prompt = get("prompt_tokens", _MISSING)
+        if prompt is _MISSING:
+            prompt = get("input_tokens")
+        completion = get("completion_tokens", _MISSING)
+        if completion is _MISSING:
+            completion = get("output_tokens")
+        prompt = prompt or 0
+        completion = completion or 0
+        pdet = get("prompt_tokens_details") or get("input_tokens_details") or {}
+        cdet = get("completion_tokens_details") or get("output_tokens_details") or {}
         cached = pdet.get("cached_tokens") or 0
-        return cls(
-            input_tokens=max(prompt - cached, 0),
-            output_tokens=completion,
-            cache_read_tokens=cached,
-            reasoning_tokens=cdet.get("reasoning_tokens") or 0,
-        )
+        uncached = prompt - cached
+        # positional (input, output, cache read, cache write, reasoning): cheaper than keywords
+        return cls(0 if 0 > uncached else uncached, completion, cached, 0, cdet.get("reasoning_tokens") or 0)
 
     def merge(self, other: "Usage") -> None:
         """Take every non-zero figure of `other` (Anthropic streams report usage in two events)."""

@@ -29,6 +29,7 @@ import re
 from typing import Any, Mapping
 
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from app.canonical import (
     BlockStart, BlockStop, ChatRequest, ChatResponse, Dialect, DocumentPart, ImagePart, Message, MessageEnd,
@@ -63,54 +64,93 @@ _TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 
 
 # ============================================================================================ inbound
+# parse_request runs on every /v1/messages request: field checks are inlined where the common value needs
+# no helper call, canonical objects are built with positional arguments (keywords cost more than the
+# rest of a small request's parse), and error locations are formatted only when an error is raised.
 def parse_request(body: dict, headers: Mapping[str, str], *, require_max_tokens: bool = True) -> ChatRequest:
     """`require_max_tokens=False` for /v1/messages/count_tokens, whose body has no max_tokens."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
-    model = body.get("model")
+    get = body.get
+    model = get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model is required and must be a string")
-    max_tokens = opt_int(body, "max_tokens")
+    max_tokens = get("max_tokens")
+    if max_tokens is not None and max_tokens.__class__ is not int:
+        max_tokens = opt_int(body, "max_tokens")  # raises unless an int
     if max_tokens is None and require_max_tokens:
         raise BadRequest("max_tokens is required")
-    msgs = body.get("messages")
+    msgs = get("messages")
     if not isinstance(msgs, list):
         raise BadRequest("messages must be a list")
-    system = _system_in(body.get("system"))
+    system = get("system")
+    system = [] if system is None else _system_in(system)
     messages: list[Message] = []
     for i, m in enumerate(msgs):
-        where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise BadRequest(f"{where} must be an object")
+            raise BadRequest(f"messages[{i}] must be an object")
         role = m.get("role")
         if role not in ("user", "assistant", "system"):
-            raise BadRequest(f"{where}.role must be user or assistant")
-        parts = _blocks_in(m.get("content"), where)
+            raise BadRequest(f"messages[{i}].role must be user or assistant")
+        content = m.get("content")
+        parts = [TextPart(content)] if isinstance(content, str) else _blocks_in(content, (i,))
         if role == "system":  # sent by some clients under betas: it belongs to the system prompt
             system.extend(p for p in parts if isinstance(p, TextPart))
         else:
             messages.append(Message(role, parts))
-    stops = body.get("stop_sequences")
+    stops = get("stop_sequences")
     if stops is not None and not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
         raise BadRequest("stop_sequences must be a list of strings")
-    meta = opt_dict(body, "metadata") or {}
-    out_cfg = opt_dict(body, "output_config") or {}
-    fmt = out_cfg.get("format")
-    return ChatRequest(
-        model=model, messages=messages, system=system, tools=_tools_in(body.get("tools")),
-        tool_choice=_tool_choice_in(body.get("tool_choice")), max_tokens=max_tokens,
-        temperature=opt_num(body, "temperature"), top_p=opt_num(body, "top_p"), stop=stops or [],
-        response_format=({"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.get("schema")}}
-                         if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None),
-        reasoning_effort=out_cfg.get("effort") if isinstance(out_cfg.get("effort"), str) else None,
-        thinking=opt_dict(body, "thinking"), stream=bool(body.get("stream")),
-        user=meta.get("user_id") if isinstance(meta.get("user_id"), str) else None,
-        dialect=Dialect.ANTHROPIC, raw=body, headers=_headers_in(headers),
-    )
+    meta = get("metadata")
+    if meta is not None and meta.__class__ is not dict:
+        meta = opt_dict(body, "metadata")  # raises unless a dict
+    out_cfg = get("output_config")
+    if out_cfg is not None and out_cfg.__class__ is not dict:
+        out_cfg = opt_dict(body, "output_config")
+    tools = get("tools")
+    tools = [] if tools is None else _tools_in(tools)
+    tool_choice = get("tool_choice")
+    if tool_choice is not None:
+        tool_choice = _tool_choice_in(tool_choice)
+    temperature = get("temperature")
+    if temperature is not None and temperature.__class__ is not float:
+        temperature = opt_num(body, "temperature")  # raises unless a number
+    top_p = get("top_p")
+    if top_p is not None and top_p.__class__ is not float:
+        top_p = opt_num(body, "top_p")
+    thinking = get("thinking")
+    if thinking is not None and thinking.__class__ is not dict:
+        thinking = opt_dict(body, "thinking")
+    response_format = effort = user = None
+    if out_cfg:
+        fmt = out_cfg.get("format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            response_format = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.get("schema")}}
+        effort = out_cfg.get("effort")
+        if not isinstance(effort, str):
+            effort = None
+    if meta:
+        user = meta.get("user_id")
+        if not isinstance(user, str):
+            user = None
+    # positional, in ChatRequest's field order
+    return ChatRequest(model, messages, system, tools, tool_choice, max_tokens, temperature, top_p, stops or [],
+                       None, response_format, effort, thinking, bool(get("stream")), False, user, _ANTHROPIC, body,
+                       _headers_in(headers))
+
+
+_ANTHROPIC = Dialect.ANTHROPIC
+_CASE_INSENSITIVE = (CIMultiDictProxy, CIMultiDict)  # aiohttp's request.headers
 
 
 def _headers_in(headers: Mapping[str, str]) -> dict[str, str]:
     out = {}
+    if isinstance(headers, _CASE_INSENSITIVE):
+        for name in ("anthropic-version", "anthropic-beta"):
+            value = headers.get(name)
+            if value:
+                out[name] = value
+        return out
     for name in ("anthropic-version", "anthropic-beta"):
         value = headers.get(name)
         if value is None:  # a plain dict with other casing
@@ -135,62 +175,73 @@ def _system_in(system: Any) -> list[TextPart]:
     return out
 
 
-def _blocks_in(content: Any, where: str) -> list[Part]:
+def _where(path: tuple[int, ...]) -> str:
+    """(2, 0) -> "messages[2].content[0]": where a block is, for error messages."""
+    return f"messages[{path[0]}]" + "".join(f".content[{j}]" for j in path[1:])
+
+
+def _blocks_in(content: Any, path: tuple[int, ...]) -> list[Part]:
     if isinstance(content, str):
         return [TextPart(content)]
     if not isinstance(content, list):
-        raise BadRequest(f"{where}.content must be a string or a list of content blocks")
+        raise BadRequest(f"{_where(path)}.content must be a string or a list of content blocks")
     parts: list[Part] = []
+    append = parts.append
     for j, b in enumerate(content):
         kind = b.get("type") if isinstance(b, dict) else None
         if kind == "text":
-            if not isinstance(b.get("text"), str):
-                raise BadRequest(f"{where}.content[{j}].text must be a string")
-            parts.append(TextPart(b["text"], b.get("cache_control")))
-        elif kind == "image":
-            img = _image_in(b.get("source"), f"{where}.content[{j}]")
-            if img is not None:
-                parts.append(img)
-        elif kind == "document":
-            parts.append(DocumentPart(b))
-        elif kind == "tool_use":
-            if not isinstance(b.get("id"), str) or not isinstance(b.get("name"), str):
-                raise BadRequest(f"{where}.content[{j}]: tool_use needs a string id and name")
-            parts.append(ToolCallPart(b["id"], b["name"], orjson.dumps(b.get("input") or {}).decode()))
+            text = b.get("text")
+            if not isinstance(text, str):
+                raise BadRequest(f"{_where(path + (j,))}.text must be a string")
+            append(TextPart(text, b.get("cache_control")))
         elif kind == "tool_result":
-            if not isinstance(b.get("tool_use_id"), str):
-                raise BadRequest(f"{where}.content[{j}].tool_use_id must be a string")
-            parts.append(ToolResultPart(b["tool_use_id"], _result_in(b.get("content"), f"{where}.content[{j}]"),
-                                        is_error=bool(b.get("is_error"))))
+            call_id = b.get("tool_use_id")
+            if not isinstance(call_id, str):
+                raise BadRequest(f"{_where(path + (j,))}.tool_use_id must be a string")
+            result = b.get("content")
+            append(ToolResultPart(call_id, [TextPart(result)] if isinstance(result, str) else
+                                  _result_in(result, path + (j,)), bool(b.get("is_error"))))
+        elif kind == "tool_use":
+            call_id, name = b.get("id"), b.get("name")
+            if not isinstance(call_id, str) or not isinstance(name, str):
+                raise BadRequest(f"{_where(path + (j,))}: tool_use needs a string id and name")
+            args = b.get("input")
+            append(ToolCallPart(call_id, name, orjson.dumps(args).decode() if args else "{}"))
+        elif kind == "image":
+            img = _image_in(b.get("source"), path + (j,))
+            if img is not None:
+                append(img)
+        elif kind == "document":
+            append(DocumentPart(b))
         elif kind == "thinking":
-            parts.append(ThinkingPart(str(b.get("thinking") or ""), b.get("signature")))
+            append(ThinkingPart(str(b.get("thinking") or ""), b.get("signature")))
         elif kind == "redacted_thinking":
-            parts.append(ThinkingPart("", redacted=b.get("data")))
+            append(ThinkingPart("", None, b.get("data")))
         elif not isinstance(kind, str) or not kind:
-            raise BadRequest(f"{where}.content[{j}] must be a content block with a type (a string)")
+            raise BadRequest(f"{_where(path + (j,))} must be a content block with a type (a string)")
         # other block types (server tool use and results, search results…) have no canonical form
     return parts
 
 
-def _image_in(src: Any, where: str) -> ImagePart | None:
+def _image_in(src: Any, path: tuple[int, ...]) -> ImagePart | None:
     if not isinstance(src, dict):
-        raise BadRequest(f"{where}.source must be an object")
+        raise BadRequest(f"{_where(path)}.source must be an object")
     if src.get("type") == "base64":
-        return ImagePart(media_type=src.get("media_type"), data=src.get("data"))
+        return ImagePart(src.get("media_type"), src.get("data"))
     if src.get("type") == "url" and isinstance(src.get("url"), str):
-        return ImagePart(url=src["url"])
+        return ImagePart(None, None, src["url"])
     return None  # file ids only mean something to Anthropic (kept in raw)
 
 
-def _result_in(content: Any, where: str) -> list[TextPart | ImagePart]:
+def _result_in(content: Any, path: tuple[int, ...]) -> list[TextPart | ImagePart]:
     if content is None:
         return []
     if isinstance(content, str):
         return [TextPart(content)]
     if not isinstance(content, list):
-        raise BadRequest(f"{where}.content must be a string or a list of content blocks")
+        raise BadRequest(f"{_where(path)}.content must be a string or a list of content blocks")
     out: list[TextPart | ImagePart] = []
-    for p in _blocks_in(content, where):
+    for p in _blocks_in(content, path):
         if isinstance(p, (TextPart, ImagePart)):
             out.append(p)
         elif isinstance(p, DocumentPart):
@@ -209,22 +260,26 @@ def _tools_in(tools: Any) -> list[ToolSpec]:
             raise BadRequest(f"tools[{i}] must be an object")
         if t.get("type") not in (None, "custom") or "input_schema" not in t:
             continue  # server tools and Anthropic-defined tools: pass-through only
-        if not isinstance(t.get("name"), str) or not isinstance(t["input_schema"], dict):
+        name, schema = t.get("name"), t["input_schema"]
+        if not isinstance(name, str) or not isinstance(schema, dict):
             raise BadRequest(f"tools[{i}] needs a string name and an input_schema object")
-        out.append(ToolSpec(t["name"], t.get("description"), t["input_schema"]))
+        out.append(ToolSpec(name, t.get("description"), schema))
     return out
+
+
+_TOOL_CHOICE_MODE = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
 
 
 def _tool_choice_in(tc: Any) -> ToolChoice | None:
     if tc is None:
         return None
     kind = tc.get("type") if isinstance(tc, dict) else None
-    mode = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}.get(kind)  # type: ignore[arg-type]
+    mode = _TOOL_CHOICE_MODE.get(kind)  # type: ignore[arg-type]
     if mode is None or (mode == "tool" and not isinstance(tc.get("name"), str)):
         raise BadRequest('tool_choice must be {"type": "auto" | "any" | "none"} or {"type": "tool", "name": ...}')
     dis = tc.get("disable_parallel_tool_use")
     return ToolChoice(mode, tc.get("name") if mode == "tool" else None,  # type: ignore[arg-type]
-                      parallel=None if dis is None else not dis)
+                      None if dis is None else not dis)
 
 
 def usage_dict(u: Usage) -> dict[str, int]:
@@ -275,23 +330,33 @@ def render_error(err: TiergateError) -> tuple[int, dict]:
 
 
 class StreamEncoder:
-    """Canonical events -> Anthropic SSE events (`event: <type>` + `data: <json>`)."""
+    """Canonical events -> Anthropic SSE events (`event: <type>` + `data: <json>`). Text deltas, most of a
+    stream, take a fast path: the frame up to the text is kept per block index, only the text is encoded."""
 
-    __slots__ = ("_id", "_model", "_started", "_closed")
+    __slots__ = ("_id", "_model", "_started", "_closed", "_open", "_text_index", "_text_head")
 
     def __init__(self, req: ChatRequest, response_id: str):
         self._id = response_id
         self._model = req.model
         self._started = False
         self._closed = False
+        self._open = False  # started and not closed
+        self._text_index: Any = None  # block index _text_head was made for
+        self._text_head = b""
 
     def _start(self, usage: Usage) -> bytes:
-        self._started = True
+        self._started = self._open = True
         return sse(orjson.dumps({"type": "message_start", "message": {
             "id": self._id, "type": "message", "role": "assistant", "content": [], "model": self._model,
             "stop_reason": None, "stop_sequence": None, "usage": usage_dict(usage)}}), "message_start")
 
     def encode(self, event: StreamEvent) -> bytes:
+        if self._open and event.__class__ is TextDelta:
+            index = event.index
+            if index != self._text_index:
+                self._text_head = _DELTA_HEAD % index + b'{"type":"text_delta","text":'
+                self._text_index = index
+            return self._text_head + orjson.dumps(event.text) + b"}}\n\n"  # type: ignore[union-attr]
         if self._closed:
             return b""
         if not self._started:
@@ -318,22 +383,26 @@ class StreamEncoder:
                                          "input": {}}
             elif event.kind == "thinking":
                 block = {"type": "thinking", "thinking": "", "signature": ""}
+            elif event.index.__class__ is int:  # as orjson would write it
+                return head + _TEXT_START % event.index
             else:
                 block = {"type": "text", "text": ""}
             return head + sse(orjson.dumps({"type": "content_block_start", "index": event.index,
                                             "content_block": block}), "content_block_start")
         if isinstance(event, BlockStop):
-            return head + sse(b'{"type":"content_block_stop","index":%d}' % event.index, "content_block_stop")
+            return head + _BLOCK_STOP % event.index
         if isinstance(event, MessageEnd):
             self._closed = True
+            self._open = False
             return head + sse(orjson.dumps({
                 "type": "message_delta",
                 "delta": {"stop_reason": STOP_OUT.get(event.stop_reason, "end_turn"), "stop_sequence": None},
-                "usage": usage_dict(event.usage)}), "message_delta") + sse(b'{"type":"message_stop"}', "message_stop")
+                "usage": usage_dict(event.usage)}), "message_delta") + _MESSAGE_STOP
         return head
 
     def error(self, err: TiergateError) -> bytes:
         self._closed = True
+        self._open = False
         return sse(orjson.dumps({"type": "error", "error": {"type": error_type(err), "message": err.message}}),
                    "error")
 
@@ -341,9 +410,15 @@ class StreamEncoder:
         return b""  # message_stop is the last event
 
 
+_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":'
+_TEXT_START = (b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+               b'"content_block":{"type":"text","text":""}}\n\n')
+_BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
+_MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+
 def _delta(index: int, delta: bytes) -> bytes:
-    return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":' % index
-            + delta + b"}\n\n")
+    return _DELTA_HEAD % index + delta + b"}\n\n"
 
 
 # =========================================================================================== outbound

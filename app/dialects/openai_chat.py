@@ -326,12 +326,21 @@ def is_reasoning_model(model: str) -> bool:
     return name.startswith(("o1", "o3", "o4", "gpt-5")) and "-chat" not in name
 
 
+_OPENAI_CHAT = Dialect.OPENAI_CHAT
+_REASONING: dict[str, bool] = {}  # deployment model -> is_reasoning_model (a handful of configured models)
+
+
 def build_request(req: ChatRequest, deployment: Deployment, *, stream: bool) -> dict:
     """max_tokens: the request's, else extra_params', else deployment.max_output_tokens, never above the
     latter. Reasoning models get `max_completion_tokens` and no temperature/top_p from the client."""
     extra = deployment.extra_params
-    reasoning = is_reasoning_model(deployment.model)
-    out: dict[str, Any] = {"model": deployment.model, "messages": messages_out(req)}
+    model = deployment.model
+    reasoning = _REASONING.get(model)
+    if reasoning is None:
+        reasoning = is_reasoning_model(model)
+        if len(_REASONING) < 1024:
+            _REASONING[model] = reasoning
+    out: dict[str, Any] = {"model": model, "messages": messages_out(req)}
     if req.tools:
         out["tools"] = [{"type": "function", "function": _fn_out(t)} for t in req.tools]
         tc = req.tool_choice
@@ -340,8 +349,9 @@ def build_request(req: ChatRequest, deployment: Deployment, *, stream: bool) -> 
                                   else tc.mode)
             if tc.parallel is not None:
                 out["parallel_tool_calls"] = tc.parallel
-    mt = clamp_max_tokens(req.max_tokens or extra.get("max_tokens") or extra.get("max_completion_tokens"),
-                            deployment)
+    mt = req.max_tokens or extra.get("max_tokens") or extra.get("max_completion_tokens")
+    if mt.__class__ is not int or mt <= 0 or deployment.max_output_tokens:
+        mt = clamp_max_tokens(mt, deployment)
     if mt:
         out["max_completion_tokens" if reasoning else "max_tokens"] = mt
     if not reasoning:
@@ -360,11 +370,12 @@ def build_request(req: ChatRequest, deployment: Deployment, *, stream: bool) -> 
     effort = req.reasoning_effort or (effort_from_thinking(req.thinking) if reasoning else None)
     # An effort translated from another dialect (Claude Code always sends one) goes only to models known to
     # take it: OpenAI refuses `reasoning_effort` for gpt-4o and the like.
-    if effort and (reasoning or req.dialect is Dialect.OPENAI_CHAT):
+    if effort and (reasoning or req.dialect is _OPENAI_CHAT):
         out["reasoning_effort"] = effort
-    for key in DEFAULT_PARAMS:
-        if key not in out and key in extra:
-            out[key] = extra[key]
+    if extra:
+        for key in DEFAULT_PARAMS:
+            if key not in out and key in extra:
+                out[key] = extra[key]
     if stream:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}  # the ledger needs usage; clients get it only if asked
@@ -372,43 +383,54 @@ def build_request(req: ChatRequest, deployment: Deployment, *, stream: bool) -> 
 
 
 def _fn_out(t: ToolSpec) -> dict[str, Any]:
-    fn: dict[str, Any] = {"name": t.name}
     if t.description:
-        fn["description"] = t.description
-    fn["parameters"] = t.parameters
-    return fn
+        return {"name": t.name, "description": t.description, "parameters": t.parameters}
+    return {"name": t.name, "parameters": t.parameters}
 
 
 def messages_out(req: ChatRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    append = out.append
     if req.system:
-        out.append({"role": "system", "content": "\n\n".join(p.text for p in req.system)})
+        append({"role": "system", "content": "\n\n".join([p.text for p in req.system])})
     for m in req.messages:
+        parts = m.parts
         if m.role == "assistant":
-            texts = [p.text for p in m.parts if isinstance(p, TextPart)]
-            msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
-            calls = [{"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments or "{}"}}
-                     for p in m.parts if isinstance(p, ToolCallPart)]
+            texts: list[str] = []
+            calls: list[dict[str, Any]] = []
+            for p in parts:
+                if isinstance(p, TextPart):
+                    texts.append(p.text)
+                elif isinstance(p, ToolCallPart):
+                    calls.append({"id": p.id, "type": "function",
+                                  "function": {"name": p.name, "arguments": p.arguments or "{}"}})
+            text = "".join(texts)
             if calls:
-                msg["tool_calls"] = calls
-                if not msg["content"]:
-                    msg["content"] = None
-            out.append(msg)
+                append({"role": "assistant", "content": text or None, "tool_calls": calls})
+            else:
+                append({"role": "assistant", "content": text})
+            continue
+        if len(parts) == 1 and parts[0].__class__ is TextPart:  # the common user turn: one text
+            append({"role": "user", "content": parts[0].text})
             continue
         rest: list[Part] = []
-        for p in m.parts:
+        for p in parts:
             if isinstance(p, ToolResultPart):
-                text = "".join(x.text for x in p.content if isinstance(x, TextPart))
-                out.append({"role": "tool", "tool_call_id": p.tool_call_id,
-                            "content": ("[tool error] " + text) if p.is_error else text})
-                rest.extend(x for x in p.content if isinstance(x, ImagePart))  # images follow as user content
+                content = p.content
+                if len(content) == 1 and content[0].__class__ is TextPart:  # the common result: one text
+                    text = content[0].text
+                else:
+                    text = "".join([x.text for x in content if isinstance(x, TextPart)])
+                    rest.extend(x for x in content if isinstance(x, ImagePart))  # images follow as user content
+                append({"role": "tool", "tool_call_id": p.tool_call_id,
+                        "content": ("[tool error] " + text) if p.is_error else text})
             elif not isinstance(p, ThinkingPart):
                 rest.append(p)
         if rest:
             if len(rest) == 1 and isinstance(rest[0], TextPart):
-                out.append({"role": "user", "content": rest[0].text})
+                append({"role": "user", "content": rest[0].text})
             else:
-                out.append({"role": "user", "content": [_part_out(p) for p in rest]})
+                append({"role": "user", "content": [_part_out(p) for p in rest]})
     return out
 
 
@@ -426,44 +448,55 @@ def _part_out(p: Part) -> dict[str, Any]:
     return {"type": "text", "text": ""}  # a tool call in a user turn cannot happen; keep the shape valid
 
 
+_END_TURN, _TOOL_USE, _REFUSAL = StopReason.END_TURN, StopReason.TOOL_USE, StopReason.REFUSAL
+
+
 def parse_response(body: dict) -> ChatResponse:
     if not isinstance(body, dict):
         raise UpstreamBadResponse("the chat completion is not a JSON object")
-    if body.get("error"):
+    get = body.get
+    if get("error"):
         raise _error_from_payload(body["error"], None)
-    choices = body.get("choices")
-    msg = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    choices = get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    msg = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(msg, dict):
         raise UpstreamBadResponse("the chat completion has no choices[0].message")
     parts: list[Part] = []
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    if reasoning and isinstance(reasoning, str):
         parts.append(ThinkingPart(reasoning))
     content = msg.get("content")
-    if isinstance(content, str) and content:
-        parts.append(TextPart(content))
+    if isinstance(content, str):
+        if content:
+            parts.append(TextPart(content))
     elif isinstance(content, list):  # a few compatible servers answer with parts
         parts.extend(TextPart(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     refusal = msg.get("refusal")
-    if isinstance(refusal, str) and refusal and not content:
+    refused = bool(refusal) and isinstance(refusal, str) and not content
+    if refused:
         parts.append(TextPart(refusal))
-    for tc in msg.get("tool_calls") or ():
-        fn = tc.get("function") if isinstance(tc, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise UpstreamBadResponse("a tool call in the chat completion has no function name")
-        args = fn.get("arguments")
-        parts.append(ToolCallPart(tc.get("id") or new_call_id(), fn["name"],
-                                  args if isinstance(args, str) else orjson.dumps(args or {}).decode()))
-    has_calls = any(isinstance(p, ToolCallPart) for p in parts)
-    finish = choices[0].get("finish_reason")
-    if isinstance(refusal, str) and refusal and not content:
-        stop = StopReason.REFUSAL
-    else:
-        stop = _stop_reason(finish, has_calls)
-    created = body.get("created")
-    return ChatResponse(id=str(body.get("id") or ""), model=str(body.get("model") or ""), parts=parts,
-                        stop_reason=stop, usage=Usage.from_openai(body.get("usage")),
-                        created=created if isinstance(created, int) else 0)
+    has_calls = False
+    calls = msg.get("tool_calls")
+    if calls:
+        for tc in calls:
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise UpstreamBadResponse("a tool call in the chat completion has no function name")
+            args = fn.get("arguments")
+            parts.append(ToolCallPart(tc.get("id") or new_call_id(), fn["name"],
+                                      args if isinstance(args, str) else orjson.dumps(args or {}).decode()))
+            has_calls = True
+    if refused:
+        stop = _REFUSAL
+    else:  # as _stop_reason
+        finish = choice.get("finish_reason")  # type: ignore[union-attr]
+        stop = FINISH_IN.get(finish, _END_TURN) if isinstance(finish, str) else _END_TURN
+        if has_calls and stop is _END_TURN:
+            stop = _TOOL_USE
+    created = get("created")
+    return ChatResponse(str(get("id") or ""), str(get("model") or ""), parts, stop, Usage.from_openai(get("usage")),
+                        created if isinstance(created, int) else 0)
 
 
 def _stop_reason(finish: Any, has_calls: bool) -> StopReason:
