@@ -185,9 +185,8 @@ class Usage:
         pdet = get("prompt_tokens_details") or get("input_tokens_details") or {}
         cdet = get("completion_tokens_details") or get("output_tokens_details") or {}
         cached = pdet.get("cached_tokens") or 0
-        uncached = prompt - cached
         # positional (input, output, cache read, cache write, reasoning): cheaper than keywords
-        return cls(0 if 0 > uncached else uncached, completion, cached, 0, cdet.get("reasoning_tokens") or 0)
+        return cls(max(prompt - cached, 0), completion, cached, 0, cdet.get("reasoning_tokens") or 0)
 
     def merge(self, other: "Usage") -> None:
         """Take every non-zero figure of `other` (Anthropic streams report usage in two events)."""

@@ -105,13 +105,13 @@ DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index
 
 
 @pytest.mark.parametrize("event,frame", [
-    (BlockStart(1, "thinking"), b'event: content_block_start\ndata: {"type":"content_block_start","index":1,'
-                                b'"content_block":{"type":"thinking","thinking":"","signature":""}}\n\n'),
+    (BlockStart(1, "thinking"), (b'event: content_block_start\ndata: {"type":"content_block_start","index":1,'
+                                 b'"content_block":{"type":"thinking","thinking":"","signature":""}}\n\n')),
     (BlockStart(3, "tool_call", "call_1", "Read"),
-     b'event: content_block_start\ndata: {"type":"content_block_start","index":3,"content_block":{"type":"tool_use",'
-     b'"id":"call_1","name":"Read","input":{}}}\n\n'),
-    (BlockStart(12, "text"), b'event: content_block_start\ndata: {"type":"content_block_start","index":12,'
-                             b'"content_block":{"type":"text","text":""}}\n\n'),
+     (b'event: content_block_start\ndata: {"type":"content_block_start","index":3,"content_block":{"type":"tool_use",'
+      b'"id":"call_1","name":"Read","input":{}}}\n\n')),
+    (BlockStart(12, "text"), (b'event: content_block_start\ndata: {"type":"content_block_start","index":12,'
+                              b'"content_block":{"type":"text","text":""}}\n\n')),
     (TextDelta(0, 'say "hi"\n'), DELTA + b'0,"delta":{"type":"text_delta","text":"say \\"hi\\"\\n"}}\n\n'),
     (TextDelta(2, "\u00e9\u2028"), DELTA + b'2,"delta":{"type":"text_delta","text":"\xc3\xa9\xe2\x80\xa8"}}\n\n'),
     (TextDelta(0, ""), DELTA + b'0,"delta":{"type":"text_delta","text":""}}\n\n'),
@@ -124,13 +124,13 @@ DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index
      DELTA + b'3,"delta":{"type":"input_json_delta","partial_json":"{\\"file_path\\":"}}\n\n'),
     (BlockStop(7), b'event: content_block_stop\ndata: {"type":"content_block_stop","index":7}\n\n'),
     (MessageEnd(StopReason.TOOL_USE, Usage(10, 20, 30, 40, 5)),
-     b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},'
-     b'"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":40,"cache_read_input_tokens":30}}'
-     b'\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'),
+     (b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},'
+      b'"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":40,"cache_read_input_tokens":30}}'
+      b'\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n')),
     (MessageEnd(StopReason.CONTENT_FILTER, Usage()),
-     b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"refusal","stop_sequence":null},'
-     b'"usage":{"input_tokens":0,"output_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}'
-     b'\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'),
+     (b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"refusal","stop_sequence":null},'
+      b'"usage":{"input_tokens":0,"output_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}'
+      b'\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n')),
 ])
 def test_encoder_frame_per_event(event, frame):
     enc = am.StreamEncoder(am.parse_request(BENCH_BODY, {}), "msg_01")
