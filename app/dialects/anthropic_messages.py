@@ -146,10 +146,12 @@ _CASE_INSENSITIVE = (CIMultiDictProxy, CIMultiDict)  # aiohttp's request.headers
 def _headers_in(headers: Mapping[str, str]) -> dict[str, str]:
     out = {}
     if isinstance(headers, _CASE_INSENSITIVE):
-        for name in ("anthropic-version", "anthropic-beta"):
-            value = headers.get(name)
-            if value:
-                out[name] = value
+        value = headers.get("anthropic-version")
+        if value:
+            out["anthropic-version"] = value
+        value = headers.get("anthropic-beta")
+        if value:
+            out["anthropic-beta"] = value
         return out
     for name in ("anthropic-version", "anthropic-beta"):
         value = headers.get(name)
@@ -346,9 +348,10 @@ class StreamEncoder:
 
     def _start(self, usage: Usage) -> bytes:
         self._started = self._open = True
-        return sse(orjson.dumps({"type": "message_start", "message": {
-            "id": self._id, "type": "message", "role": "assistant", "content": [], "model": self._model,
-            "stop_reason": None, "stop_sequence": None, "usage": usage_dict(usage)}}), "message_start")
+        # orjson writes no raw line breaks, so the frame is the JSON between the event line and a blank line
+        return (b'event: message_start\ndata: {"type":"message_start","message":{"id":' + orjson.dumps(self._id)
+                + b',"type":"message","role":"assistant","content":[],"model":' + orjson.dumps(self._model)
+                + b',"stop_reason":null,"stop_sequence":null,"usage":' + orjson.dumps(usage_dict(usage)) + b"}}\n\n")
 
     def encode(self, event: StreamEvent) -> bytes:
         if self._open and event.__class__ is TextDelta:
@@ -394,10 +397,9 @@ class StreamEncoder:
         if isinstance(event, MessageEnd):
             self._closed = True
             self._open = False
-            return head + sse(orjson.dumps({
-                "type": "message_delta",
-                "delta": {"stop_reason": STOP_OUT.get(event.stop_reason, "end_turn"), "stop_sequence": None},
-                "usage": usage_dict(event.usage)}), "message_delta") + _MESSAGE_STOP
+            return (head + b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+                    + orjson.dumps(STOP_OUT.get(event.stop_reason, "end_turn")) + b',"stop_sequence":null},"usage":'
+                    + orjson.dumps(usage_dict(event.usage)) + b"}\n\n" + _MESSAGE_STOP)
         return head
 
     def error(self, err: TiergateError) -> bytes:

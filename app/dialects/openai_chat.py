@@ -473,7 +473,7 @@ def parse_response(body: dict) -> ChatResponse:
     elif isinstance(content, list):  # a few compatible servers answer with parts
         parts.extend(TextPart(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     refusal = msg.get("refusal")
-    refused = bool(refusal) and isinstance(refusal, str) and not content
+    refused = refusal and isinstance(refusal, str) and not content
     if refused:
         parts.append(TextPart(refusal))
     has_calls = False
