@@ -219,6 +219,9 @@ def de_tax_id_ok(s: str) -> bool:
 # ------------------------------------------------------------------------------------------ passes
 # A digit not glued to a word, number, version or path — or right after a JSON escape such as `\n`.
 _NUMBER = re.compile(r"[0-9](?:(?<![A-Za-z0-9_.+/\\\-][0-9])|(?<=\\[nrt][0-9]))(?:[ \-]?[0-9]){7,18}(?![0-9])")
+# The same pattern over `Text.digit_map` (every digit a `0`, other characters as they are): it starts with a
+# literal, so `re` skips ahead ~3x faster, and matches the same spans (it sees the same classes).
+_NUMBER_IN_DIGIT_MAP = re.compile(rb"0(?:(?<![A-Za-z0-9_.+/\\\-]0)|(?<=\\[nrt]0))(?:[ \-]?0){7,18}(?!0)")
 _INTL_PHONE = re.compile(r"\+(?:(?<![A-Za-z0-9_+)\]]\+)|(?<=\\[nrt]\+))[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,4}\)?)"
                          r"(?:[ .\-]?[0-9]{2,5}){1,5}(?![0-9\-]|\.[0-9])")
 _NANP_PAREN = re.compile(r"\((?<![A-Za-z0-9_]\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}(?![0-9])")
@@ -241,22 +244,36 @@ class PiiDetector:
         self.tin = enabled("pii.national_id.de_tax_id")
         self._numbers = self.phone or self.card or self.ssn or self.dni or self.nir or self.tin or self.iban
 
+    def quiet(self, text: Text) -> bool:
+        """True when `hits` cannot find anything: no `@`, `+`, `(`, 8 digits or token (what every pass needs)."""
+        if text.exhaustive:
+            return False
+        s = text.s
+        return not ("@" in s or "+" in s or "(" in s or text.has_long_run or text.may_have_number)
+
     def hits(self, text: Text) -> Iterator[Hit]:
-        if self.email is not None:
+        if self.email is not None and text.may_contain("@"):
             yield from self.email.hits(text)
         s = text.s
         if self.phone:
-            for m in _INTL_PHONE.finditer(s):
-                if intl_phone_ok(m.group()):
+            if text.may_contain("+"):
+                for m in _INTL_PHONE.finditer(s):
+                    if intl_phone_ok(m.group()):
+                        yield Hit("pii.phone", m.start(), m.end())
+            if text.may_contain("("):
+                for m in _NANP_PAREN.finditer(s):
                     yield Hit("pii.phone", m.start(), m.end())
-            for m in _NANP_PAREN.finditer(s):
-                yield Hit("pii.phone", m.start(), m.end())
         if self._numbers:
-            for m in _NUMBER.finditer(s):
-                hit = self._number(s, m.group(), m.start(), m.end())
+            if text.exhaustive:
+                numbers = _NUMBER.finditer(s)
+            else:
+                numbers = _NUMBER_IN_DIGIT_MAP.finditer(text.digit_map) if text.may_have_number else ()
+            for m in numbers:
+                start, end = m.span()
+                hit = self._number(s, s[start:end], start, end)
                 if hit is not None:
                     yield hit
-        if self.iban:
+        if self.iban and text.has_long_run:
             lengths = _IBAN_LENGTHS
             for start, tok in text.tokens:
                 if len(tok) <= 34 and lengths.get(tok[:2]) == len(tok) and tok[2:4].isdigit() and iban_ok(tok):

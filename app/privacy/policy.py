@@ -36,7 +36,7 @@ from app.canonical import ChatRequest
 from app.config.schema import Config, Deployment, Section
 from app.errors import PrivacyRefused
 from app.privacy.detectors import Finding, Scanner
-from app.privacy.extract import request_texts
+from app.privacy.extract import collect_texts, request_texts
 from app.privacy.location import Location, TrustedHosts, location_of
 from app.privacy.rules import UserRule
 
@@ -257,7 +257,7 @@ class PrivacyPolicy:
                 raised.append(("metadata", "metadata"))
         if raised and not explain:
             return _local(raised)
-        texts = request_texts(req, include_tool_specs=self.settings.scan_tool_specs)
+        texts = collect_texts(req, include_tool_specs=self.settings.scan_tool_specs)
         if explain or self.settings.action == "redact":
             findings = self.scanner.findings(texts)
         else:

@@ -98,6 +98,10 @@ class RuleDetector:
                 self._path_names[f"p{i}"] = name
         self._paths = re.compile("|".join(path_groups)) if path_groups else None
 
+    def quiet(self, text: Text) -> bool:
+        """Never: a user's regex can match anything (the scan always runs when there are rules)."""
+        return False
+
     def hits(self, text: Text) -> Iterator[Hit]:
         if self._keywords:
             data = text.lower_bytes

@@ -134,6 +134,12 @@ _KEYWORDS: list[tuple[bytes, bool]] = [  # (keyword, needs a qualifier just befo
 ]
 _KEYWORD_PASSES = [(re.compile(re.escape(kw) + _ASSIGN_TAIL), kw, qualified) for kw, qualified in _KEYWORDS]
 _BEARER_PASSES = [re.compile(kw + rb"[ \t]+(?P<v>[a-z0-9._~+/=\-]{16,})") for kw in (b"bearer", b"basic")]
+# `quiet`'s keyword check: is any keyword in the lower-cased bytes? Each pattern starts with a letter that is
+# rare in text (k, w, c, b) and looks back for the rest, so four `re` scans cover the seven keywords (~2x
+# cheaper than seven `in` tests). tests/unit/test_privacy_fast_paths.py checks they cover `_KEYWORDS`.
+_ASSIGNMENT_WORDS = (re.compile(rb"k(?:(?<=tok)en|ey)"), re.compile(rb"w(?:(?<=passw)|(?<=pw)d)"),
+                     re.compile(rb"cret(?<=secret)"))
+_BEARER_WORDS = re.compile(rb"b(?:earer|asic)")
 
 
 def _assigned_ok(m: "re.Match[bytes]", keyword: bytes) -> bool:
@@ -172,11 +178,30 @@ class SecretDetector:
         self._assign = enabled("secret.password_assignment")
         self._bearer = enabled("secret.bearer_token")
 
+    def quiet(self, text: Text) -> bool:
+        """True when `hits` cannot find anything: what each pass cannot match without is missing (a run of
+        15+ token characters, `@`, `-----BEGIN `, a keyword). A clean chat message ends here."""
+        if text.exhaustive:
+            return False
+        s = text.s
+        if "@" in s or "-----BEGIN " in s or text.has_long_run:
+            return False
+        data = text.lower_bytes
+        if "=" in s or ":" in s:  # every assignment operator has one
+            for rx in _ASSIGNMENT_WORDS:
+                if rx.search(data) is not None:
+                    return False
+        return _BEARER_WORDS.search(data) is None
+
     def hits(self, text: Text) -> Iterator[Hit]:
         s = text.s
-        if self._tokens:
+        if self._tokens and text.has_long_run:
             yield from self._token_hits(s, text.tokens)
         for rx, rule in self._literal:
+            if rx is _URL_CRED and not text.may_contain("@"):
+                continue
+            if (rx is _PUTTY or rx is _SLACK_HOOK) and not text.has_long_run:
+                continue  # both contain a run of 15+ token characters ("PuTTY-User-Key-File-2", "com/services/T…")
             for m in rx.finditer(s):
                 if rx is _URL_CRED:
                     if _url_password_ok(m.group(1)):
@@ -251,7 +276,7 @@ class SecretDetector:
 
     def _keyword_hits(self, text: Text) -> Iterator[Hit]:
         data = text.lower_bytes
-        if self._assign:
+        if self._assign and (text.may_contain("=") or text.may_contain(":")):  # every operator has one
             for rx, keyword, qualified in _KEYWORD_PASSES:
                 for m in rx.finditer(data):
                     if qualified and not _KEY_QUALIFIER.search(data, max(0, m.start() - 12), m.start()):
