@@ -43,7 +43,10 @@ class ResponseAssembler:
     def add(self, ev: StreamEvent) -> None:
         t = type(ev)
         if t is TextDelta:
-            self._block(ev.index, "text")[1].append(ev.text)  # type: ignore[union-attr]
+            b = self._blocks.get(ev.index)  # type: ignore[union-attr]
+            if b is None:
+                b = self._block(ev.index, "text")  # type: ignore[union-attr]
+            b[1].append(ev.text)  # type: ignore[union-attr]
             self.output_chars += len(ev.text)  # type: ignore[union-attr]
         elif t is ToolArgsDelta:
             self._block(ev.index, "tool_call")[1].append(ev.partial_json)  # type: ignore[union-attr]

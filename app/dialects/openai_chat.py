@@ -23,6 +23,11 @@ from typing import Any, Mapping
 
 import orjson
 
+try:  # optional: decodes stream chunks without building the fields Tiergate never reads (StreamDecoder)
+    import msgspec
+except ImportError:  # pragma: no cover - then every chunk goes through orjson
+    msgspec = None  # type: ignore[assignment]
+
 from app.canonical import (
     BlockStart, BlockStop, ChatRequest, ChatResponse, Dialect, DocumentPart, ImagePart, Message, MessageEnd,
     MessageStart, Part, StopReason, StreamEvent, TextDelta, TextPart, ThinkingDelta, ThinkingPart, ToolArgsDelta,
@@ -509,15 +514,50 @@ def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
+if msgspec is not None:
+    # The fields of a `chat.completion.chunk` the decoder reads; the rest are skipped while parsing.
+    class _Delta(msgspec.Struct):
+        content: Any = None
+        reasoning_content: Any = None
+        reasoning: Any = None
+        refusal: Any = None
+        tool_calls: Any = None
+
+    class _Choice(msgspec.Struct):
+        delta: "_Delta | None" = None
+        finish_reason: Any = None
+
+    class _Chunk(msgspec.Struct):
+        choices: "list[_Choice] | None" = None
+        usage: Any = None
+        error: Any = None
+
+    _decode_chunk: Any = msgspec.json.Decoder(_Chunk).decode
+    _delta_dict: Any = msgspec.structs.asdict
+else:  # pragma: no cover
+    _decode_chunk = None
+
+
 class StreamDecoder:
     """`chat.completion.chunk` SSE -> canonical events. One content block is open at a time: reasoning,
     text and each tool call (by its `index`) get their own block. MessageEnd is emitted at `[DONE]` (the
     usage-only chunk comes after the finish_reason chunk), or at close() when the upstream sent a
-    finish_reason but no `[DONE]`."""
+    finish_reason but no `[DONE]`.
 
-    __slots__ = ("_sse", "_started", "_open", "_open_key", "_next", "_tools", "_finish", "_usage", "_ended")
+    `merge_text=True` (relayed streams, whose events only feed usage, error checks and the assembled answer):
+    the text deltas of one `feed` that follow each other in one block come out as a single TextDelta.
 
-    def __init__(self) -> None:
+    Speed: after the first chunk, the frames of one read are decoded by msgspec into the few fields read here
+    (`_typed_frames`; about half orjson's cost, since the ids, fingerprints and the like are skipped), and the
+    common chunk (text only) is handled inline. Without msgspec, or when it refuses a read, `_frames` parses
+    with orjson; when a frame is not JSON, `_data` takes the read one frame at a time, so errors come in stream
+    order. `_data` is the reference all three follow. One difference: a number beyond float range in a field
+    nobody reads is skipped by msgspec where orjson refuses the chunk."""
+
+    __slots__ = ("_sse", "_started", "_open", "_open_key", "_next", "_tools", "_finish", "_usage", "_ended",
+                 "_merge")
+
+    def __init__(self, *, merge_text: bool = False) -> None:
         self._sse = SSEParser()
         self._started = False
         self._open: int | None = None  # canonical index of the open block
@@ -527,11 +567,18 @@ class StreamDecoder:
         self._finish: str | None = None
         self._usage: Usage | None = None
         self._ended = False
+        self._merge = merge_text
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []
-        for ev in self._sse.feed(chunk):
-            self._data(ev.data, out)
+        datas = self._sse.feed_data(chunk)
+        if datas and not self._ended:
+            if _decode_chunk is not None and self._started:
+                self._typed_frames(datas, out)
+            elif len(datas) == 1:  # tokens arriving one read each
+                self._data(datas[0], out)
+            else:
+                self._frames(datas, out)
         return out
 
     def close(self) -> list[StreamEvent]:
@@ -544,7 +591,114 @@ class StreamDecoder:
             self._end(out)
         return out
 
+    def _typed_frames(self, datas: list[bytes], out: list[StreamEvent]) -> None:
+        """`_frames` through msgspec: only the fields read here are built. Anything msgspec refuses (not JSON,
+        not an object, a choice or delta of an unexpected type) and any invalid UTF-8 (msgspec does not check
+        fields it skips) sends the read to `_frames`, which then gives the reference events or error."""
+        done = datas[-1].startswith(b"[DONE]")
+        frames = datas[:-1] if done else datas
+        try:
+            blob = b"".join(frames)
+            if not blob.isascii():
+                blob.decode()
+            chunks = [_decode_chunk(d) for d in frames]
+        except ValueError:  # msgspec.DecodeError, UnicodeDecodeError
+            self._frames(datas, out)
+            return
+        merge = self._merge
+        run: list[str] = []  # merged text deltas of block `text_idx`, not yet in `out`
+        text_idx = self._open if self._open_key == "text" else None  # the open text block
+        for chunk in chunks:
+            if chunk.error:
+                raise _error_from_payload(chunk.error, None)
+            usage = chunk.usage
+            if usage is not None and usage.__class__ is dict:
+                self._usage = Usage.from_openai(usage)
+            choices = chunk.choices
+            if not choices:
+                continue
+            choice = choices[0]
+            delta = choice.delta
+            if delta is not None:
+                text = delta.content
+                if text and text.__class__ is str and not (delta.reasoning_content or delta.reasoning
+                                                           or delta.tool_calls):  # just more text
+                    if text_idx is None:
+                        text_idx = self._block("text", "text", out)
+                    if merge:
+                        run.append(text)
+                    else:
+                        out.append(TextDelta(text_idx, text))
+                else:
+                    if run:
+                        out.append(TextDelta(text_idx, "".join(run)))  # type: ignore[arg-type]
+                        run = []
+                    self._delta(_delta_dict(delta), out)
+                    text_idx = self._open if self._open_key == "text" else None
+            finish = choice.finish_reason
+            if finish is not None and finish.__class__ is str:
+                self._finish = finish
+        if run:
+            out.append(TextDelta(text_idx, "".join(run)))  # type: ignore[arg-type]
+        if done:
+            self._data(datas[-1], out)
+
+    def _frames(self, datas: list[bytes], out: list[StreamEvent]) -> None:
+        """The frames of one read: the same events as `_data` on each frame in turn (text merged if asked)."""
+        done = datas[-1].startswith(b"[DONE]")
+        loads = orjson.loads
+        try:
+            objs = [loads(d) for d in (datas[:-1] if done else datas)]
+        except orjson.JSONDecodeError:  # not JSON, or a [DONE] before the last frame
+            for data in datas:
+                self._data(data, out)
+            return
+        merge = self._merge
+        run: list[str] = []  # merged text deltas of block `text_idx`, not yet in `out`
+        text_idx = self._open if self._open_key == "text" else None  # the open text block
+        for obj in objs:  # orjson gives exact types: `.__class__ is` is isinstance here
+            if obj.__class__ is not dict:
+                raise UpstreamBadResponse("the stream sent a chunk that is not a JSON object")
+            if "error" in obj and obj["error"]:
+                raise _error_from_payload(obj["error"], None)
+            if not self._started:
+                self._started = True
+                out.append(MessageStart(str(obj.get("id") or ""), str(obj.get("model") or "")))
+            usage = obj.get("usage")
+            if usage is not None and usage.__class__ is dict:
+                self._usage = Usage.from_openai(usage)
+            choices = obj.get("choices")
+            if not choices or choices.__class__ is not list:
+                continue
+            choice = choices[0]
+            if choice.__class__ is not dict:
+                raise UpstreamBadResponse("the stream sent a choice that is not an object")
+            delta = choice.get("delta")
+            if delta.__class__ is dict:
+                text = delta.get("content")
+                if len(delta) == 1 and text and text.__class__ is str:  # the common chunk: just more text
+                    if text_idx is None:
+                        text_idx = self._block("text", "text", out)
+                    if merge:
+                        run.append(text)
+                    else:
+                        out.append(TextDelta(text_idx, text))
+                else:
+                    if run:
+                        out.append(TextDelta(text_idx, "".join(run)))  # type: ignore[arg-type]
+                        run = []
+                    self._delta(delta, out)
+                    text_idx = self._open if self._open_key == "text" else None
+            finish = choice.get("finish_reason")
+            if finish is not None and finish.__class__ is str:
+                self._finish = finish
+        if run:
+            out.append(TextDelta(text_idx, "".join(run)))  # type: ignore[arg-type]
+        if done:
+            self._data(datas[-1], out)
+
     def _data(self, data: bytes, out: list[StreamEvent]) -> None:
+        """One frame (the reference behaviour `_frames` follows)."""
         if self._ended:
             return
         if data.startswith(b"[DONE]"):
@@ -557,33 +711,32 @@ class StreamDecoder:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamBadResponse("the stream sent a chunk that is not JSON") from None
-        if not isinstance(obj, dict):
+        if obj.__class__ is not dict:  # orjson gives exact types: `.__class__ is` is isinstance here
             raise UpstreamBadResponse("the stream sent a chunk that is not a JSON object")
-        if obj.get("error"):
+        if "error" in obj and obj["error"]:
             raise _error_from_payload(obj["error"], None)
         if not self._started:
             self._started = True
             out.append(MessageStart(str(obj.get("id") or ""), str(obj.get("model") or "")))
         usage = obj.get("usage")
-        if isinstance(usage, dict):
+        if usage is not None and usage.__class__ is dict:
             self._usage = Usage.from_openai(usage)
         choices = obj.get("choices")
-        if not choices or not isinstance(choices, list):
+        if not choices or choices.__class__ is not list:
             return
         choice = choices[0]
-        if not isinstance(choice, dict):
+        if choice.__class__ is not dict:
             raise UpstreamBadResponse("the stream sent a choice that is not an object")
         delta = choice.get("delta")
-        if isinstance(delta, dict):
+        if delta.__class__ is dict:
             text = delta.get("content")
-            if len(delta) == 1 and text and type(text) is str:  # the common chunk: just more text
-                idx = self._open if self._open_key == "text" and self._open is not None \
-                    else self._block("text", "text", out)
-                out.append(TextDelta(idx, text))
+            if len(delta) == 1 and text and text.__class__ is str:  # the common chunk: just more text
+                idx = self._open if self._open_key == "text" else self._block("text", "text", out)
+                out.append(TextDelta(idx, text))  # type: ignore[arg-type]
             else:
                 self._delta(delta, out)
         finish = choice.get("finish_reason")
-        if isinstance(finish, str):
+        if finish is not None and finish.__class__ is str:
             self._finish = finish
 
     def _delta(self, delta: dict, out: list[StreamEvent]) -> None:
@@ -631,6 +784,11 @@ class StreamDecoder:
         self._stop_open(out)
         self._ended = True
         out.append(MessageEnd(_stop_reason(self._finish, bool(self._tools)), self._usage or Usage()))
+
+
+def relay_stream_decoder() -> StreamDecoder:
+    """The decoder for a stream relayed to the client as it came (pass-through): see `merge_text`."""
+    return StreamDecoder(merge_text=True)
 
 
 def _error_from_payload(err: Any, status: int | None) -> UpstreamError:

@@ -65,9 +65,29 @@ class UpstreamStream:
 
     async def _chunks(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
         dep = self.deployment
+        feed = self.decoder.feed
+        started = False
         try:
             async for chunk in self.response.content.iter_any():
-                yield chunk, self.decoder.feed(chunk)
+                if not started:
+                    # Until the first events, a read (often the whole answer) is decoded an event at a time, so the
+                    # response can start before the rest is decoded. Not when the read may hold an in-stream error:
+                    # decoded whole, that error still comes before the first events and the router can fall back.
+                    sep = b"\n\n" if b"\n\n" in chunk else b"\n"  # SSE, or NDJSON (Ollama)
+                    end = chunk.find(sep) + len(sep) if b'"error' not in chunk else 0
+                    while len(sep) <= end < len(chunk):
+                        head, chunk = chunk[:end], chunk[end:]
+                        events = feed(head)
+                        yield head, events
+                        if events:
+                            started = True
+                            break
+                        end = chunk.find(sep) + len(sep)
+                    events = feed(chunk)
+                    started = started or bool(events)
+                    yield chunk, events
+                    continue
+                yield chunk, feed(chunk)
             # Read to the end: the connection goes back to the pool (close() would drop it, and every
             # stream would pay for a new connection to the upstream).
             self._closed = True
@@ -219,7 +239,11 @@ class Provider:
         if passthrough:
             self.prepare_passthrough_stream(body)
         resp = await self._post(self.url, body, self.headers(req), self._stream_timeout)
-        return UpstreamStream(resp, self.codec.StreamDecoder(), self.deployment, passthrough)
+        # A relayed stream's events only feed usage, error checks and the cache: a dialect may offer a cheaper
+        # decoder for that (`relay_stream_decoder`, e.g. text deltas of one read merged).
+        make = getattr(self.codec, "relay_stream_decoder", None) if passthrough else None
+        decoder = make() if make is not None else self.codec.StreamDecoder()
+        return UpstreamStream(resp, decoder, self.deployment, passthrough)
 
     def prepare_passthrough_stream(self, body: dict[str, Any]) -> None:
         """Adjust a passed-through streaming body (e.g. ask for usage)."""

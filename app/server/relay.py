@@ -7,12 +7,15 @@ bytes when the dialects match (pass-through), else the client dialect's encoding
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 
 from app.assembly import ResponseAssembler
 from app.canonical import ChatRequest, Dialect, MessageEnd, StreamEvent
 from app.errors import TiergateError
 from app.secrets.redact import mask_known_secrets
+
+_EMPTY_LIST = re.compile(rb"\[ *\]")  # `[]`, spaces allowed
 
 
 class StreamRelay:
@@ -50,18 +53,32 @@ class StreamRelay:
         return encoder.error(err)
 
     def _filter(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk
-        if b'"usage"' not in data:  # fast path: nothing to strip in this chunk
-            cut = data.rfind(b"\n\n")
-            if cut < 0:
-                self._pending = data
-                return b""
-            self._pending = data[cut + 2:]
-            return data[:cut + 2]
-        frames = data.split(b"\n\n")
+        """Complete frames of `chunk` (with what an earlier chunk left) minus the usage-only chunk."""
+        data = self._pending + chunk if self._pending else chunk
+        # The usage-only chunk is the frame holding both "usage" and `"choices":[]` (spaces allowed). Every
+        # chunk holds "usage" (null) once usage was asked for, so the cheap test is for an empty list.
+        if b'"usage"' in data:
+            empty = _EMPTY_LIST.search(data)
+            if empty is not None:
+                return self._drop_usage_chunks(data, empty.start())
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self._pending = data
+            return b""
+        self._pending = data[cut + 2:]
+        return data[:cut + 2]
+
+    def _drop_usage_chunks(self, data: bytes, first: int) -> bytes:
+        # Frames before the first empty list are kept as they are; only the rest is split into frames. The
+        # cut must be a frame boundary of a split from the start: the end of a separator not preceded by a
+        # newline (in a run of newlines a split pairs them from the left).
+        cut = data.rfind(b"\n\n", 0, first) + 2
+        if cut < 2 or (cut > 2 and data[cut - 3] == 0x0A):
+            cut = 0
+        frames = data[cut:].split(b"\n\n")
         self._pending = frames.pop()
         kept = [f for f in frames if not (b'"choices":[]' in f.replace(b" ", b"") and b'"usage"' in f)]
-        return b"".join(f + b"\n\n" for f in kept)
+        return data[:cut] + b"".join([f + b"\n\n" for f in kept])
 
     def flush(self) -> bytes:
         """Whatever the filter still holds at the end of the stream."""
