@@ -78,7 +78,9 @@ class Text:
             if self.exhaustive:
                 self._long_run = True
             else:
-                self._tmap = self.latin1.translate(_TOKEN_MAP)
+                if self._latin1 is None:
+                    self._latin1 = self.s.encode("latin-1", "replace")
+                self._tmap = self._latin1.translate(_TOKEN_MAP)
                 self._long_run = _RUN in self._tmap
         return self._long_run
 

@@ -242,12 +242,13 @@ class PrivacyPolicy:
             global_on = bool(self.state.enabled) if self.state is not None else False
         if global_on:
             raised.append(("switch", "privacy_switch"))
-        policy = (agent_policy or "any").strip().lower()
-        if policy == "local":
-            raised.append(("agent", "agent_policy"))
-        elif policy not in ("any", "auto", "default"):
-            raised.append(("agent", "agent_policy_invalid"))
-        header = _header(headers, HEADER)
+        if agent_policy:
+            policy = agent_policy.strip().lower()
+            if policy == "local":
+                raised.append(("agent", "agent_policy"))
+            elif policy not in ("any", "auto", "default"):
+                raised.append(("agent", "agent_policy_invalid"))
+        header = _header(headers, HEADER) if headers else None
         if header is not None and header.strip().lower() not in ("", "any"):
             raised.append(("header", "header"))
         meta = req.raw.get("metadata") if req.raw else None

@@ -85,14 +85,15 @@ def test_labelled_corpus_same_both_ways() -> None:
 
 
 def test_a_clean_chat_message_is_quiet_for_every_detector() -> None:
-    t = Text("Write a haiku about routers. Keep it short: three lines, no title, and no rhyme, please.")
+    t = Text("Write a haiku about routers (or switches). Keep it short: three lines, no title, no rhyme.")
     assert all(det.quiet(t) for det in SCANNERS[0].detectors)
     # each shortcut's trigger alone makes its detector run its passes
     secrets, pii = SCANNERS[0].detectors
     for trigger in ("ops@acme.io", "-----BEGIN ", "abcdefghijklmno", "api_key = x", "token: x", "Bearer x"):
         assert not secrets.quiet(Text(trigger)), trigger
-    for trigger in ("a@b", "+4", "(4", "1234 5678", "abcdefghijklmno"):
+    for trigger in ("a@b", "(415) 555-0132", "1234 5678", "abcdefghijklmno"):
         assert not pii.quiet(Text(trigger)), trigger
+    assert pii.quiet(Text("call +33 6 12 (41)"))  # phones need 9 digits or more
 
 
 # ----------------------------------------------------------------------------------- the pieces alone
@@ -126,3 +127,65 @@ def test_keyword_checks_cover_every_keyword_in_any_case() -> None:
     assert _BEARER_WORDS.search(b"bearer") and _BEARER_WORDS.search(b"basic")
     for near in (b"toke", b"ke", b"kex", b"passx", b"pw", b"pwx", b"secre", b"ecret", b"beare", b"basi"):
         assert not any(rx.search(near) for rx in _ASSIGNMENT_WORDS) and not _BEARER_WORDS.search(near), near
+
+
+# ------------------------------------------------------------------------------ texts found clean before
+def _requests(pool: list[str], shapes: list[list[int]]) -> list[list[tuple[str, str]]]:
+    return [[(f"messages[{j}].content[0].text", pool[i % len(pool)]) for j, i in enumerate(shape)]
+            for shape in shapes]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TEXT, min_size=1, max_size=6),
+       st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=5), min_size=1, max_size=8))
+def test_remembering_clean_texts_gives_the_same_first_finding(pool: list[str], shapes: list[list[int]]) -> None:
+    """A conversation re-sends its texts in new positions: the scanner that remembers clean texts answers
+    each request exactly as one that scans the whole request every time."""
+    cached, fresh = Scanner.build(), Scanner.build(clean_cache_chars=0)
+    for pairs in _requests(pool, shapes):
+        assert cached.first(pairs) == fresh.first(pairs)
+
+
+def test_a_wrapped_base64_line_is_clean_only_before_a_separator() -> None:
+    """The one place where what follows a text matters: a 64-character token right before a newline is a
+    line of wrapped base64. Clean in the middle of a request is not clean as its last text."""
+    text = "see " + rand(64)
+    cached, fresh = Scanner.build(), Scanner.build(clean_cache_chars=0)
+    for texts in ([text, "hello"], ["hello", text], [text], [text, "hello"], ["hello", text]):
+        pairs = [(f"t{i}", t) for i, t in enumerate(texts)]
+        assert cached.first(pairs) == fresh.first(pairs)
+    assert fresh.first([("t0", "hello"), ("t1", text)]).rule == "secret.high_entropy"
+
+
+def test_corpus_in_conversations() -> None:
+    texts = [t for _, t in NEGATIVES] + [t for _, t, _ in POSITIVES]
+    cached, fresh = Scanner.build(), Scanner.build(clean_cache_chars=0)
+    history: list[str] = []
+    for text in texts:  # a conversation growing by one text a turn, each turn re-sending all before it
+        history.append(text)
+        pairs = [(f"messages[{i}].content[0].text", t) for i, t in enumerate(history[-12:])]
+        assert cached.first(pairs) == fresh.first(pairs)
+        assert cached.first(pairs[:-1]) == fresh.first(pairs[:-1])
+
+
+def test_clean_texts_stay_within_their_budget() -> None:
+    scanner = Scanner.build(clean_cache_chars=1000)
+    clean = scanner.clean
+    assert clean is not None
+    for i in range(200):
+        text = f"note {i}: nothing to see here, only words and more words"
+        assert scanner.first([("a", text), ("b", "and a second one")]) is None
+        assert clean._chars == sum(map(len, clean._known)) <= 1000
+    second = ("b", "and a second one")
+    assert clean.unknown([("a", "note 199: nothing to see here, only words and more words"), second]) == []
+    assert clean.unknown([("a", "note 0: nothing to see here, only words and more words"), second]) == [0]
+    assert clean.unknown([second, ("a", "note 199: nothing to see here, only words and more words")]) == [1]
+    clean.clear()
+    assert clean._chars == 0 and clean.unknown([("b", "and a second one")]) == [0]
+
+
+def test_no_remembering_with_user_rules() -> None:
+    from app.privacy.rules import UserRule
+
+    assert Scanner.build(rules=[UserRule("r", regexes=["a\\s+b"])]).clean is None
+    assert Scanner.build(clean_cache_chars=0).clean is None
