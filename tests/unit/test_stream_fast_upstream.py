@@ -1,0 +1,130 @@
+"""Time to first byte: a first read holding many events is decoded only up to its first events before the
+router hands the stream over (so the response starts before the rest is decoded), except when that read may
+hold an in-stream error: then it is decoded whole and the router can still fall back."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app.canonical import ChatRequest, Dialect, Message, MessageStart, TextPart
+from app.config.loader import parse_config
+from app.dialects import ollama_chat, openai_chat
+from app.errors import UpstreamServerError
+from app.events import EventBus
+from app.providers.base import UpstreamStream
+from app.router.health import HealthTracker
+from app.router.router import Router
+
+CONFIG = """
+model_list:
+  - model_name: coder
+    litellm_params: {model: openai/first, api_base: "http://127.0.0.1:9", api_key: x}
+  - model_name: coder
+    litellm_params: {model: openai/second, api_base: "http://127.0.0.1:9", api_key: x}
+router_settings: {num_retries: 0}
+"""
+HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+
+def frame(delta: dict, finish: str | None = None) -> bytes:
+    return b"data: " + orjson.dumps({**HEAD, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+
+
+ROLE = frame({"role": "assistant", "content": ""})
+REST = b"".join(frame({"content": f"w{i} "}) for i in range(20)) + frame({}, "stop") + b"data: [DONE]\n\n"
+ERROR = b'data: {"error":{"message":"The server had an error","type":"server_error"}}\n\n'
+
+
+class _Content:
+    def __init__(self, reads: list[bytes]):
+        self.reads = reads
+
+    async def iter_any(self):
+        for r in self.reads:
+            yield r
+
+
+class _Response:
+    def __init__(self, reads: list[bytes]):
+        self.content = _Content(reads)
+        self.closed = self.released = False
+
+    def release(self) -> None:
+        self.released = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Provider:
+    def __init__(self, deployment, reads: list[bytes]):
+        self.deployment, self.reads, self.opened = deployment, reads, 0
+
+    async def open_stream(self, req: ChatRequest) -> UpstreamStream:
+        self.opened += 1
+        return UpstreamStream(_Response(self.reads), openai_chat.relay_stream_decoder(), self.deployment, True)
+
+
+def _router(first: list[bytes], second: list[bytes]) -> tuple[Router, list]:
+    config = parse_config(CONFIG, "c.yaml")
+    deps = config.tiers["coder"]
+    providers = {deps[0].id: _Provider(deps[0], first), deps[1].id: _Provider(deps[1], second)}
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    router = Router(config, providers, HealthTracker(EventBus(), allowed_fails=3, cooldown_time=1), sleep=no_sleep)
+    return router, deps
+
+
+REQ = ChatRequest(model="coder", messages=[Message("user", [TextPart("hi")])], stream=True,
+                  dialect=Dialect.OPENAI_CHAT, raw={"model": "coder"})
+
+
+async def rest_of(stream: UpstreamStream) -> bytes:
+    return b"".join([chunk async for chunk, _ in stream])
+
+
+async def test_a_whole_answer_in_one_read_is_handed_over_after_its_first_event():
+    router, deps = _router([ROLE + REST], [])
+    stream, events, raw, route = await router.open_stream(REQ, deps)
+    assert route.deployment is deps[0]
+    assert raw == ROLE and events == [MessageStart("chatcmpl-1", "m")]
+    assert await rest_of(stream) == REST  # every byte once, in order
+
+
+async def test_an_error_in_the_first_read_still_falls_back():
+    router, deps = _router([ROLE + ERROR], [ROLE + REST])
+    stream, events, raw, route = await router.open_stream(REQ, deps)
+    assert route.deployment is deps[1]
+    assert [(a.deployment, a.error) for a in route.attempts] == [(deps[0].id, "upstream_server_error"),
+                                                                  (deps[1].id, "ok")]
+    assert raw == ROLE and await rest_of(stream) == REST
+
+
+async def test_an_error_in_a_later_read_ends_the_stream():
+    router, deps = _router([ROLE + frame({"content": "a"}) + frame({"content": "b"}), ERROR], [ROLE + REST])
+    stream, events, raw, route = await router.open_stream(REQ, deps)
+    assert route.deployment is deps[0] and raw == ROLE
+    assert (await anext(stream))[0] == frame({"content": "a"}) + frame({"content": "b"})
+    with pytest.raises(UpstreamServerError, match="The server had an error"):
+        await anext(stream)
+
+
+async def test_comments_before_the_first_event_come_with_it():
+    router, deps = _router([b": keep-alive\n\n" + ROLE + REST], [])
+    stream, events, raw, route = await router.open_stream(REQ, deps)
+    assert raw == b": keep-alive\n\n" + ROLE and events == [MessageStart("chatcmpl-1", "m")]
+    assert await rest_of(stream) == REST
+
+
+async def test_ndjson_streams_are_split_by_line():
+    line = b'{"model":"qwen3:4b","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":"a"},"done":false}\n'
+    last = (b'{"model":"qwen3:4b","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":""},'
+            b'"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":2}\n')
+    config = parse_config(CONFIG, "c.yaml")
+    stream = UpstreamStream(_Response([line * 3 + last]), ollama_chat.StreamDecoder(), config.tiers["coder"][0], False)
+    chunk, events = await anext(stream)
+    assert chunk == line and events
+    assert await rest_of(stream) == line * 2 + last
