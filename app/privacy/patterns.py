@@ -77,6 +77,8 @@ class Text:
         if self._long_run is None:
             if self.exhaustive:
                 self._long_run = True
+            elif len(self.s) < 15:
+                self._long_run = False
             else:
                 if self._latin1 is None:
                     self._latin1 = self.s.encode("latin-1", "replace")
@@ -96,7 +98,7 @@ class Text:
     def may_have_number(self) -> bool:
         """Are there 8 ASCII digits, the fewest any digit-run pattern matches? (True when exhaustive.)"""
         if self._numbers is None:
-            self._numbers = self.exhaustive or self.digit_map.count(b"0") >= 8
+            self._numbers = self.exhaustive or (len(self.s) >= 8 and self.digit_map.count(b"0") >= 8)
         return self._numbers
 
     @property

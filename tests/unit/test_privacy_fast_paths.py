@@ -24,6 +24,9 @@ SCANNERS = [
     Scanner.build(),
     Scanner.build(disabled=["secret.high_entropy", "pii.phone"]),
     Scanner.build(disabled=["secrets"], allowlist=["jane.doe@acme.io"]),
+    Scanner.build(disabled=["pii.email", "pii.iban", "secret.password_assignment", "secret.bearer_token"]),
+    Scanner.build(disabled=["pii.phone", "pii.payment_card", "pii.iban", "pii.national_id"]),  # e-mail only
+    Scanner.build(disabled=["secrets", "pii"]),
 ]
 
 # Pieces of what each detector looks for, whole and cut short, in both cases, next to what stops a match.
@@ -47,7 +50,9 @@ _TOKENISH = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
                     max_size=70)
 _NOISE = st.text(alphabet=st.sampled_from(list("aZ09 -_+/=.:@\\\"'(){}\t\né€")), max_size=12)
 _RANDOM_KEY = st.integers(12, 64).map(rand)  # mixed-case alphanumerics: high entropy, IBAN/key bodies
-TEXT = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), _TOKENISH, _NOISE, _RANDOM_KEY), max_size=24).map("".join)
+_KEYED = st.tuples(st.sampled_from(_FRAGMENTS), _RANDOM_KEY).map("".join)  # "Bearer " + key, "hvs." + key…
+TEXT = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), _TOKENISH, _NOISE, _RANDOM_KEY, _KEYED),
+                max_size=24).map("".join)
 
 
 def _hits(scanner: Scanner, text: str, *, exhaustive: bool) -> list:
@@ -58,6 +63,31 @@ def _hits(scanner: Scanner, text: str, *, exhaustive: bool) -> list:
 @given(TEXT)
 def test_shortcuts_find_exactly_what_the_full_passes_find(text: str) -> None:
     for scanner in SCANNERS:
+        assert _hits(scanner, text, exhaustive=False) == _hits(scanner, text, exhaustive=True)
+
+
+def _rule_names() -> list[str]:
+    names: list[str] = []
+    SecretDetector(lambda rule: names.append(rule) or True)
+    PiiDetector(lambda rule: names.append(rule) or True)
+    return sorted(set(names))
+
+
+ONE_RULE_SCANNERS = [Scanner([SecretDetector(rule.__eq__), PiiDetector(rule.__eq__)]) for rule in _rule_names()]
+
+
+def test_labelled_positives_with_only_their_rule_on() -> None:
+    for name, text, rule in POSITIVES:
+        scanner = Scanner([SecretDetector(rule.__eq__), PiiDetector(rule.__eq__)])
+        found = _hits(scanner, text, exhaustive=False)
+        assert found == _hits(scanner, text, exhaustive=True) and found, name
+
+
+@settings(max_examples=150, deadline=None)
+@given(TEXT)
+def test_shortcuts_with_a_single_rule_on(text: str) -> None:
+    """A detector with a single pass on skips the others and still finds what that pass finds."""
+    for scanner in ONE_RULE_SCANNERS:
         assert _hits(scanner, text, exhaustive=False) == _hits(scanner, text, exhaustive=True)
 
 
