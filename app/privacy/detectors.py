@@ -3,7 +3,8 @@
 The texts of a request are joined into one string (separated by "\\n\\0\\n", which no pattern matches
 across) so a request with hundreds of parts costs one pass per pattern instead of hundreds; a hit is
 mapped back to its place by bisecting the offsets. `first()` stops at the first hit (the decision needs no
-more); `findings()` collects them all (for `privacy test` and redaction).
+more) and skips texts found clean before (`CleanTexts`); `findings()` collects them all (for `privacy test`
+and redaction).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class CleanTexts:
             if get(text) is None:
                 todo.append(i)
             i += 1
-        if get(pairs[-1][1]) is False:  # clean so far only with a separator after it
+        if pairs and get(pairs[-1][1]) is False:  # clean so far only with a separator after it
             todo.append(i - 1)
         return todo
 
