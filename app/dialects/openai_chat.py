@@ -572,13 +572,19 @@ class StreamDecoder:
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []
         datas = self._sse.feed_data(chunk)
-        if datas and not self._ended:
-            if _decode_chunk is not None and self._started:
-                self._typed_frames(datas, out)
-            elif len(datas) == 1:  # tokens arriving one read each
-                self._data(datas[0], out)
-            else:
-                self._frames(datas, out)
+        if not datas or self._ended:
+            return out
+        if not self._started:  # the first chunk (MessageStart, from its id and model) on its own
+            self._data(datas[0], out)
+            datas = datas[1:]
+            if not datas or self._ended:
+                return out
+        if _decode_chunk is not None:
+            self._typed_frames(datas, out)
+        elif len(datas) == 1:  # tokens arriving one read each
+            self._data(datas[0], out)
+        else:
+            self._frames(datas, out)
         return out
 
     def close(self) -> list[StreamEvent]:
