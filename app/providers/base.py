@@ -43,7 +43,8 @@ STEERING_FIELDS = ("api_base", "base_url", "api_key", "api_version", "headers", 
 @dataclass(slots=True)
 class UpstreamStream:
     """An open upstream stream. Iterate it (once) for (raw bytes, decoded canonical events) pairs; the
-    last pair has empty bytes and the decoder's final events."""
+    last pair has empty bytes and the decoder's final events. Until the first events, one network read may
+    come as several pairs (see `_chunks`)."""
 
     response: aiohttp.ClientResponse
     decoder: Any  # the dialect's StreamDecoder

@@ -151,7 +151,9 @@ class Router:
 
     async def open_stream(self, req: ChatRequest, plan: list[Deployment]) -> tuple[UpstreamStream, list[StreamEvent], bytes, RouteResult]:
         """Open a stream and wait for its first events (so a failure before them can still fall back).
-        Returns the stream, the first decoded events, the raw bytes they came in, and the route."""
+        Returns the stream, the first decoded events, the raw bytes they came in, and the route. A first read
+        holding many events is decoded only up to the first ones here (UpstreamStream), so the response can
+        start before the rest is decoded."""
 
         async def call(p: Provider) -> tuple[UpstreamStream, list[StreamEvent], bytes]:
             stream = await p.open_stream(req)
