@@ -50,11 +50,6 @@ class SSEParser:
 
     def feed_data(self, chunk: bytes) -> list[bytes]:
         """Like `feed`, but only the `data` of each event (the `event:` names are dropped)."""
-        if not self._buf and self._started and chunk.endswith(b"\n\n") and chunk.startswith(b"data: ") \
-                and b"\r" not in chunk:  # the common read: whole `data:` events and nothing held (see _fast)
-            datas = chunk[6:-2].split(b"\n\ndata: ")
-            if b"\n" not in (datas[0] if len(datas) == 1 else b"".join(datas)):
-                return datas
         buf = self._take(chunk)
         if buf is None:
             return []

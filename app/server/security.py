@@ -242,13 +242,13 @@ def server_limits(settings: ServerSettings) -> dict[str, Any]:
         "keepalive_timeout": float(_setting(settings, "header_timeout")),
         "max_line_size": 8190,  # request line
         "max_field_size": max(1024, min(settings.max_header_bytes, 16 * 1024)),  # one header line
-        "max_headers": 128,  # total header bytes are checked by size_guard
+        "max_headers": 128,  # total header bytes are checked by Gate.admit
     }
 
 
 def app_limits(settings: ServerSettings) -> dict[str, Any]:
     """Keyword arguments for `web.Application(**app_limits(settings))`: the body size aiohttp enforces
-    when the body is read (chunked bodies have no Content-Length for size_guard to check)."""
+    when the body is read (chunked bodies have no Content-Length for Gate.admit to check)."""
     return {"client_max_size": settings.max_body_bytes}
 
 
