@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -24,6 +23,7 @@ from app.errors import ConfigError, SecretError, TiergateError
 from app.secrets.redact import register_secrets
 from app.events import ConfigReloaded, EventBus, ServerStarted, ServerStopped
 from app.providers import Provider, create_provider
+from app.providers.http_client import UpstreamHTTP
 from app.router.health import HealthTracker
 from app.router.router import Router
 
@@ -54,7 +54,7 @@ class Tiergate:
         self.access_log = access_log_enabled
         self.extra_middlewares = extra_middlewares
         self.started_at = time.time()
-        self.session: aiohttp.ClientSession | None = None
+        self.http: UpstreamHTTP | None = None  # the upstream client, open while the server runs
         self.runner: web.AppRunner | None = None
         self.host = config.server.host
         self.port = config.server.port
@@ -209,7 +209,7 @@ class Tiergate:
                 last = now
                 await self.reload_config(path=path)
 
-    def _build_providers(self, session: aiohttp.ClientSession) -> dict[str, Provider]:
+    def _build_providers(self, http: UpstreamHTTP) -> dict[str, Provider]:
         from app.config.references import resolve_secret
 
         providers: dict[str, Provider] = {}
@@ -224,21 +224,18 @@ class Tiergate:
             if key:
                 self._provider_keys.append(key)
                 register_secrets([key])  # masked in logs and client errors from now on
-            providers[d.id] = create_provider(d, session, api_key=key, timeout=self.config.router.timeout)
+            providers[d.id] = create_provider(d, http, api_key=key, timeout=self.config.router.timeout)
         return providers
 
     # ---------------------------------------------------------------------------------- lifecycle
     async def start(self) -> tuple[str, int]:
-        """Open the upstream session, start the parts and the HTTP server. Returns the bound host and port."""
+        """Open the upstream client, start the parts and the HTTP server. Returns the bound host and port."""
         from app.server.app import create_app
 
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
-        # No cookie jar: a cookie one upstream sets for one agent's request must not ride along on the
-        # next agent's (and filtering an empty jar on every request costs time for nothing).
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                             cookie_jar=aiohttp.DummyCookieJar(),
-                                             json_serialize=lambda o: orjson.dumps(o).decode())
-        self.router = self._new_router(self._build_providers(self.session))
+        # Its own keep-alive pool and no cookie jar: a cookie one upstream sets for one agent's request must
+        # not ride along on the next agent's.
+        self.http = UpstreamHTTP(keepalive=30.0, user_agent=f"Tiergate/{self.version}")
+        self.router = self._new_router(self._build_providers(self.http))
         from app.server.security import Gate, server_limits
 
         await self.ledger.start()
@@ -270,9 +267,9 @@ class Tiergate:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
         await self.cache.close()
         await self.ledger.close()
         await self.ollama.close()
@@ -305,8 +302,8 @@ class Tiergate:
             return False
         self.health = HealthTracker(self.bus, allowed_fails=new.router.allowed_fails,
                                     cooldown_time=new.router.cooldown_time)
-        if self.session is not None:
-            self.router = self._new_router(self._build_providers(self.session))
+        if self.http is not None:
+            self.router = self._new_router(self._build_providers(self.http))
         self.bus.emit(ConfigReloaded(path=source, ok=True))
         return True
 

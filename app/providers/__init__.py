@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from app.config.schema import Deployment
 from app.providers.base import Provider, UpstreamStream
+from app.providers.http_client import UpstreamHTTP
 
 
-def create_provider(deployment: Deployment, session: aiohttp.ClientSession, *, api_key: str | None,
+def create_provider(deployment: Deployment, http: UpstreamHTTP, *, api_key: str | None,
                     timeout: float, stream_timeout: float | None = None) -> Provider:
     from app.providers.anthropic import AnthropicProvider
     from app.providers.ollama import OllamaProvider
@@ -22,7 +21,7 @@ def create_provider(deployment: Deployment, session: aiohttp.ClientSession, *, a
         cls = OpenAIResponsesProvider
     else:
         cls = OpenAIChatProvider
-    return cls(deployment, session, api_key=api_key, timeout=timeout, stream_timeout=stream_timeout)
+    return cls(deployment, http, api_key=api_key, timeout=timeout, stream_timeout=stream_timeout)
 
 
 __all__ = ["Provider", "UpstreamStream", "create_provider"]

@@ -1,7 +1,7 @@
 """Upstream adapters: one class per upstream dialect, one instance per deployment.
 
 A provider turns a canonical `ChatRequest` into the upstream's wire request (through the dialect module),
-sends it on the shared aiohttp session, and gives back a canonical `ChatResponse` or a stream. Every failure
+sends it on the shared upstream client (`http_client.UpstreamHTTP`), and gives back a canonical `ChatResponse` or a stream. Every failure
 is raised as a typed `app.errors.UpstreamError`; the router decides retries and fallbacks from the type.
 
 When the client speaks the upstream's own dialect the request is passed through: the client's body is
@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from app.canonical import ChatRequest, ChatResponse, Dialect, EmbeddingRequest, EmbeddingResponse, StreamEvent
 from app.config.schema import Deployment
@@ -30,6 +28,16 @@ from app.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
+)
+from app.providers.http_client import (
+    BadHTTP,
+    ConnectFailed,
+    ConnectionBroken,
+    HTTPClientError,
+    Response,
+    Target,
+    Timeouts,
+    UpstreamHTTP,
 )
 
 log = logging.getLogger(__name__)
@@ -46,7 +54,7 @@ class UpstreamStream:
     last pair has empty bytes and the decoder's final events. Until the first events, one network read may
     come as several pairs (see `_chunks`)."""
 
-    response: aiohttp.ClientResponse
+    response: Response
     decoder: Any  # the dialect's StreamDecoder
     deployment: Deployment
     passthrough: bool
@@ -69,7 +77,7 @@ class UpstreamStream:
         feed = self.decoder.feed
         started = False
         try:
-            async for chunk in self.response.content.iter_any():
+            async for chunk in self.response.iter_any():
                 if not started:
                     # Until the first events, a read (often the whole answer) is decoded an event at a time, so the
                     # response can start before the rest is decoded. Not when the read may hold an in-stream error:
@@ -99,9 +107,10 @@ class UpstreamStream:
             raise
         except asyncio.TimeoutError as e:
             raise UpstreamTimeout(f"{dep.label} stopped sending mid-stream", deployment=dep.id) from e
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
-            raise UpstreamConnectError(f"{dep.label} broke the stream off: {type(e).__name__}",
-                                       deployment=dep.id) from e
+        except BadHTTP as e:
+            raise UpstreamBadResponse(f"{dep.label} sent a stream that is not valid HTTP", deployment=dep.id) from e
+        except HTTPClientError as e:
+            raise UpstreamConnectError(f"{dep.label} broke the stream off", deployment=dep.id) from e
         finally:
             self.close()
 
@@ -131,17 +140,16 @@ class Provider:
     chat_path: str
     embed_path: str | None = None
 
-    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession, *, api_key: str | None,
+    def __init__(self, deployment: Deployment, http: UpstreamHTTP, *, api_key: str | None,
                  timeout: float, stream_timeout: float | None = None):
         self.deployment = deployment
-        self.session = session
+        self.http = http
         self.api_key = api_key
         self.timeout = deployment.timeout or timeout
         self.stream_timeout = deployment.stream_timeout or stream_timeout or self.timeout
         self.url = deployment.api_base.rstrip("/") + self.chat_path
-        self._timeout = aiohttp.ClientTimeout(total=self.timeout)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(self.timeout, 30.0),
-                                                     sock_read=self.stream_timeout)
+        self._timeout = Timeouts(total=self.timeout)
+        self._stream_timeout = Timeouts(connect=min(self.timeout, 30.0), read=self.stream_timeout)
 
     # ------------------------------------------------------------------------------------ hooks
     def headers(self, req: ChatRequest | None) -> dict[str, str]:
@@ -174,29 +182,33 @@ class Provider:
 
     # ---------------------------------------------------------------------------------- requests
     async def _post(self, url: str, body: dict[str, Any], headers: dict[str, str],
-                    timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+                    timeout: Timeouts) -> Response:
         dep = self.deployment
         try:
-            # Never follow redirects: a 307/308 would re-send the body (keys, private text) to another host.
-            resp = await self.session.post(url, data=orjson.dumps(body), headers=headers, timeout=timeout,
-                                           allow_redirects=False)
+            # Never follows redirects: a 307/308 would re-send the body (keys, private text) to another host.
+            resp = await self.http.request("POST", url, orjson.dumps(body), headers, timeouts=timeout)
         except asyncio.TimeoutError as e:
-            raise UpstreamTimeout(f"{dep.label} did not answer within {timeout.total or timeout.sock_read:.0f} s",
+            raise UpstreamTimeout(f"{dep.label} did not answer within {timeout.total or timeout.read or 0:.0f} s",
                                   deployment=dep.id) from e
-        except aiohttp.ClientConnectorError as e:
+        except ConnectFailed as e:
             raise UpstreamConnectError(f"cannot connect to {dep.label} at {_host_of(url)}",
                                        deployment=dep.id) from e
-        except aiohttp.ClientError as e:
-            raise UpstreamConnectError(f"{dep.label} closed the connection: {type(e).__name__}",
+        except ConnectionBroken as e:
+            raise UpstreamConnectError(f"{dep.label} closed the connection before answering",
                                        deployment=dep.id) from e
+        except BadHTTP as e:
+            raise UpstreamBadResponse(f"{dep.label} answered with something that is not valid HTTP",
+                                      deployment=dep.id) from e
+        except ValueError as e:  # a header value with a line break (config extra_headers, a key)
+            raise UpstreamConnectError(f"cannot send to {dep.label}: {e}", deployment=dep.id) from e
         if 300 <= resp.status < 400:
-            resp.release()
+            resp.close()
             raise UpstreamBadResponse(f"{dep.label} answered with a redirect ({resp.status}); Tiergate does not "
                                       "follow upstream redirects. Check the deployment's api_base.", deployment=dep.id)
         if resp.status >= 400:
             try:
                 raw = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except HTTPClientError:
                 raw = b""
             finally:
                 resp.release()
@@ -207,19 +219,25 @@ class Provider:
             raise err
         return resp
 
-    async def complete(self, req: ChatRequest) -> tuple[ChatResponse, bytes | None]:
-        """Non-streaming. Returns the canonical response and, on pass-through, the upstream's raw body."""
-        body, passthrough = self.build_body(req, stream=False)
-        resp = await self._post(self.url, body, self.headers(req), self._timeout)
+    async def _read(self, resp: Response) -> bytes:
+        """The whole body of an answer, its connection released."""
         dep = self.deployment
         try:
-            raw = await resp.read()
+            return await resp.read()
         except asyncio.TimeoutError as e:
             raise UpstreamTimeout(f"{dep.label} did not finish within {self.timeout:.0f} s", deployment=dep.id) from e
-        except aiohttp.ClientError as e:
+        except BadHTTP as e:
+            raise UpstreamBadResponse(f"{dep.label} sent a body that is not valid HTTP", deployment=dep.id) from e
+        except HTTPClientError as e:
             raise UpstreamConnectError(f"{dep.label} broke the response off", deployment=dep.id) from e
         finally:
             resp.release()
+
+    async def complete(self, req: ChatRequest) -> tuple[ChatResponse, bytes | None]:
+        """Non-streaming. Returns the canonical response and, on pass-through, the upstream's raw body."""
+        body, passthrough = self.build_body(req, stream=False)
+        raw = await self._read(await self._post(self.url, body, self.headers(req), self._timeout))
+        dep = self.deployment
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -255,12 +273,8 @@ class Provider:
 
     async def post_json(self, path: str, body: dict[str, Any], req: ChatRequest | None = None) -> Any:
         """POST an auxiliary endpoint (embeddings, count_tokens) and return parsed JSON."""
-        resp = await self._post(self.deployment.api_base.rstrip("/") + path, body, self.headers(req),
-                                aiohttp.ClientTimeout(total=self.timeout))
-        try:
-            raw = await resp.read()
-        finally:
-            resp.release()
+        raw = await self._read(await self._post(self.deployment.api_base.rstrip("/") + path, body,
+                                                self.headers(req), self._timeout))
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -270,5 +284,7 @@ class Provider:
 
 def _host_of(url: str) -> str:
     """scheme://host:port of a URL, for messages (never the path or query, which could hold a key)."""
-    u = URL(url)
-    return f"{u.scheme}://{u.host}:{u.port}"
+    try:
+        return Target.parse(url).label
+    except ValueError:
+        return "an invalid URL"

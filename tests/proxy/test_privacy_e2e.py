@@ -33,7 +33,6 @@ import anthropic
 import openai
 import orjson
 import pytest
-from aiohttp.abc import AbstractResolver
 
 from tests.fakes import Fault, Reply
 
@@ -205,24 +204,15 @@ def assert_never_sent(value: str, *fakes: Any) -> None:
             assert form not in raw, f"planted value reached {r.path}"
 
 
-class StaticResolver(AbstractResolver):
-    """Resolves the names a test maps to 127.0.0.1 and refuses every other name (no DNS in tests)."""
-
-    def __init__(self, names: dict[str, str]):
-        self.names = names
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
-        if host not in self.names:
-            raise OSError(f"test resolver: {host} is not mapped")
-        return [{"hostname": host, "host": self.names[host], "port": port, "family": socket.AF_INET,
-                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
-
-    async def close(self) -> None:
-        pass
-
-
 def use_resolver(p: Any, names: dict[str, str]) -> None:
-    p.core.session.connector._resolver = StaticResolver(names)  # type: ignore[union-attr]
+    """Resolve the names a test maps to 127.0.0.1 and refuse every other name (no DNS in tests)."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        if host not in names:
+            raise OSError(f"test resolver: {host} is not mapped")
+        return [names[host]]
+
+    p.core.http.resolver = resolve
 
 
 async def records(p: Any) -> list[Any]:

@@ -36,19 +36,16 @@ REST = b"".join(frame({"content": f"w{i} "}) for i in range(20)) + frame({}, "st
 ERROR = b'data: {"error":{"message":"The server had an error","type":"server_error"}}\n\n'
 
 
-class _Content:
+class _Response:
+    """Stands in for `http_client.Response`: the reads as `iter_any()` gives them."""
+
     def __init__(self, reads: list[bytes]):
         self.reads = reads
+        self.closed = self.released = False
 
     async def iter_any(self):
         for r in self.reads:
             yield r
-
-
-class _Response:
-    def __init__(self, reads: list[bytes]):
-        self.content = _Content(reads)
-        self.closed = self.released = False
 
     def release(self) -> None:
         self.released = True
