@@ -295,3 +295,31 @@ async def test_readonly_reader_while_the_ledger_writes(ledger):
     with pytest.raises(sqlite3.OperationalError):
         ro.execute("DELETE FROM usage")
     ro.close()
+
+
+@pytest.mark.parametrize("count", [1, 2, 127, 128, 129, 300, 1000])
+@pytest.mark.parametrize("variable_limit", [None, 999, 40])
+def test_write_batch_stores_every_row_in_order_in_multi_row_inserts(tmp_path, count, variable_limit):
+    conn = open_db(tmp_path / "u.sqlite3")
+    if variable_limit is not None:  # an SQLite built with a lower parameter limit (999 before 3.32)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    records = [rec(i, ts=1_700_000_000 + i * 0.25, fallback_path=[f"d{i}"] if i % 3 == 0 else [],
+                   stream=bool(i % 2), cost=None if i % 5 == 0 else i * 1e-6) for i in range(count)]
+    store_mod.write_records(conn, records)
+    assert read_records(conn) == records
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    per_statement = max(1, min(128, (variable_limit or 32766) // len(COLUMNS)))
+    assert len(inserts) >= -(-count // per_statement) and len(inserts) <= count // per_statement + 8
+    conn.close()
+
+
+def test_a_failed_batch_writes_nothing(tmp_path):
+    conn = open_db(tmp_path / "u.sqlite3")
+    rows = [store_mod.row_of(rec(i)) for i in range(200)]
+    rows[150] = rows[150][:-1]  # one parameter short: that statement fails
+    with pytest.raises(sqlite3.Error):
+        store_mod.write_batch(conn, rows)
+    assert read_records(conn) == []
+    conn.close()
