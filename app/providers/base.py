@@ -52,13 +52,21 @@ STEERING_FIELDS = ("api_base", "base_url", "api_key", "api_version", "headers", 
 class UpstreamStream:
     """An open upstream stream. Iterate it (once) for (raw bytes, decoded canonical events) pairs; the
     last pair has empty bytes and the decoder's final events. Until the first events, one network read may
-    come as several pairs (see `_chunks`)."""
+    come as several pairs (see `_chunks`).
+
+    A relayed (pass-through) stream is `lazy`: its client gets the upstream's own bytes, so a read is handed
+    over before it is decoded and its bytes go out first. Such a pair carries the events decoded so far and
+    leaves the rest of its bytes in `deferred`; the consumer calls `decode_deferred()` once the bytes are
+    sent. (What the consumer leaves there is decoded before the next read and comes as an extra pair with
+    empty bytes, so no event is lost.) A read that may hold an in-stream error is always decoded first."""
 
     response: Response
     decoder: Any  # the dialect's StreamDecoder
     deployment: Deployment
     passthrough: bool
     started: float = field(default_factory=time.perf_counter)
+    lazy: bool = False
+    deferred: bytes = b""
     _closed: bool = False
     _it: Any = None
     on_close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # run once when the stream ends
@@ -72,18 +80,44 @@ class UpstreamStream:
     def __anext__(self) -> Any:
         return self._it.__anext__()
 
+    def decode_deferred(self) -> list[StreamEvent]:
+        """Decode the bytes the last pair left undecoded (see the class docstring)."""
+        data, self.deferred = self.deferred, b""
+        if not data:
+            return []
+        try:
+            return self.decoder.feed(data)
+        except UpstreamError as e:
+            e.deployment = e.deployment or self.deployment.id
+            raise
+
     async def _chunks(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
         dep = self.deployment
         feed = self.decoder.feed
+        lazy = self.lazy
         started = False
         try:
             async for chunk in self.response.iter_any():
+                if self.deferred:  # left by the consumer: decoded now, in order
+                    yield b"", self.decode_deferred()
                 if not started:
                     # Until the first events, a read (often the whole answer) is decoded an event at a time, so the
                     # response can start before the rest is decoded. Not when the read may hold an in-stream error:
                     # decoded whole, that error still comes before the first events and the router can fall back.
                     sep = b"\n\n" if b"\n\n" in chunk else b"\n"  # SSE, or NDJSON (Ollama)
                     end = chunk.find(sep) + len(sep) if b'"error' not in chunk else 0
+                    if lazy and end:
+                        # The whole read is handed over once its first events are decoded; the rest waits.
+                        done, events = 0, []
+                        while not events and len(sep) <= end < len(chunk):
+                            events = feed(chunk[done:end])
+                            done, end = end, chunk.find(sep, end) + len(sep)
+                        if not events:
+                            events, done = feed(chunk[done:]), len(chunk)
+                        self.deferred = chunk[done:]
+                        started = bool(events)
+                        yield chunk, events
+                        continue
                     while len(sep) <= end < len(chunk):
                         head, chunk = chunk[:end], chunk[end:]
                         events = feed(head)
@@ -96,12 +130,16 @@ class UpstreamStream:
                     started = started or bool(events)
                     yield chunk, events
                     continue
+                if lazy and b'"error' not in chunk:
+                    self.deferred = chunk
+                    yield chunk, []
+                    continue
                 yield chunk, feed(chunk)
             # Read to the end: the connection goes back to the pool (close() would drop it, and every
             # stream would pay for a new connection to the upstream).
             self._closed = True
             self.response.release()
-            yield b"", self.decoder.close()
+            yield b"", self.decode_deferred() + self.decoder.close()
         except UpstreamError as e:
             e.deployment = e.deployment or dep.id
             raise
@@ -262,7 +300,7 @@ class Provider:
         # decoder for that (`relay_stream_decoder`, e.g. text deltas of one read merged).
         make = getattr(self.codec, "relay_stream_decoder", None) if passthrough else None
         decoder = make() if make is not None else self.codec.StreamDecoder()
-        return UpstreamStream(resp, decoder, self.deployment, passthrough)
+        return UpstreamStream(resp, decoder, self.deployment, passthrough, lazy=passthrough)
 
     def prepare_passthrough_stream(self, body: dict[str, Any]) -> None:
         """Adjust a passed-through streaming body (e.g. ask for usage)."""

@@ -147,10 +147,14 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         state.first_byte()
         if out:
             await response.write(out)
+        # A relayed read goes out before the rest of it is decoded (UpstreamStream.deferred).
+        relay.take(stream.decode_deferred())
         async for chunk, events in stream:
             out = relay.process(chunk, events)
             if out:
                 await response.write(out)
+            if stream.deferred:
+                relay.take(stream.decode_deferred())
         tail = relay.flush()
         if tail:
             await response.write(tail)
@@ -214,6 +218,13 @@ class _Restored:
     async def __anext__(self) -> tuple[bytes, list]:
         chunk, events = await anext(self._stream)
         return chunk, [out for ev in events for out in self._restorer.feed(ev)]
+
+    @property
+    def deferred(self) -> bytes:
+        return self._stream.deferred  # empty: a masked request is never relayed as it came
+
+    def decode_deferred(self) -> list:
+        return [out for ev in self._stream.decode_deferred() for out in self._restorer.feed(ev)]
 
     async def aclose(self) -> None:
         await self._stream.aclose()

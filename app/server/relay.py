@@ -47,6 +47,12 @@ class StreamRelay:
             out += self.encoder.finish()  # type: ignore[union-attr]
         return out
 
+    def take(self, events: list[StreamEvent]) -> None:
+        """Events decoded after their bytes were relayed (pass-through only: nothing to encode)."""
+        add = self.assembler.add
+        for ev in events:
+            add(ev)
+
     def error(self, dialect: ModuleType, req: ChatRequest, err: TiergateError) -> bytes:
         """The in-stream error that ends a broken stream, in the client's dialect."""
         encoder = self.encoder or dialect.StreamEncoder(req, "error")

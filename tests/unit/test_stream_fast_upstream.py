@@ -1,13 +1,16 @@
 """Time to first byte: a first read holding many events is decoded only up to its first events before the
 router hands the stream over (so the response starts before the rest is decoded), except when that read may
-hold an in-stream error: then it is decoded whole and the router can still fall back."""
+hold an in-stream error: then it is decoded whole and the router can still fall back.
+
+A relayed (lazy) stream goes further: a read is handed over whole and the rest of it is decoded after its
+bytes were sent (`UpstreamStream.deferred` / `decode_deferred`); the events are the same, in the same order."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from app.canonical import ChatRequest, Dialect, Message, MessageStart, TextPart
+from app.canonical import ChatRequest, Dialect, Message, MessageEnd, MessageStart, TextDelta, TextPart
 from app.config.loader import parse_config
 from app.dialects import ollama_chat, openai_chat
 from app.errors import UpstreamServerError
@@ -55,18 +58,19 @@ class _Response:
 
 
 class _Provider:
-    def __init__(self, deployment, reads: list[bytes]):
-        self.deployment, self.reads, self.opened = deployment, reads, 0
+    def __init__(self, deployment, reads: list[bytes], lazy: bool = False):
+        self.deployment, self.reads, self.opened, self.lazy = deployment, reads, 0, lazy
 
     async def open_stream(self, req: ChatRequest) -> UpstreamStream:
         self.opened += 1
-        return UpstreamStream(_Response(self.reads), openai_chat.relay_stream_decoder(), self.deployment, True)
+        return UpstreamStream(_Response(self.reads), openai_chat.relay_stream_decoder(), self.deployment, True,
+                              lazy=self.lazy)
 
 
-def _router(first: list[bytes], second: list[bytes]) -> tuple[Router, list]:
+def _router(first: list[bytes], second: list[bytes], *, lazy: bool = False) -> tuple[Router, list]:
     config = parse_config(CONFIG, "c.yaml")
     deps = config.tiers["coder"]
-    providers = {deps[0].id: _Provider(deps[0], first), deps[1].id: _Provider(deps[1], second)}
+    providers = {deps[0].id: _Provider(deps[0], first, lazy), deps[1].id: _Provider(deps[1], second, lazy)}
 
     async def no_sleep(_: float) -> None:
         return None
@@ -125,3 +129,80 @@ async def test_ndjson_streams_are_split_by_line():
     chunk, events = await anext(stream)
     assert chunk == line and events
     assert await rest_of(stream) == line * 2 + last
+
+
+# ------------------------------------------------------------------------------------ lazy (relayed) streams
+def _texts(events: list) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+async def _drain_lazily(stream: UpstreamStream) -> tuple[bytes, list]:
+    """What answer_stream does: send each read, then decode what it left."""
+    raw, events = b"", []
+    async for chunk, evs in stream:
+        raw += chunk
+        events += evs
+        events += stream.decode_deferred()
+    return raw, events
+
+
+async def test_lazy_a_whole_answer_in_one_read_goes_out_whole_and_is_decoded_after():
+    router, deps = _router([ROLE + REST], [], lazy=True)
+    stream, events, raw, route = await router.open_stream(REQ, deps)
+    assert raw == ROLE + REST and events == [MessageStart("chatcmpl-1", "m")]
+    assert stream.deferred == REST  # not decoded yet
+    late = stream.decode_deferred()
+    assert stream.deferred == b"" and _texts(late) == "".join(f"w{i} " for i in range(20))
+    assert type(late[-1]) is MessageEnd
+    rest, final = await _drain_lazily(stream)
+    assert rest == b"" and not any(isinstance(e, TextDelta) for e in final)
+
+
+async def test_lazy_later_reads_are_handed_over_before_they_are_decoded():
+    reads = [ROLE, frame({"content": "a"}) + frame({"content": "b"}), frame({}, "stop") + b"data: [DONE]\n\n"]
+    router, deps = _router(reads, [], lazy=True)
+    stream, events, raw, _ = await router.open_stream(REQ, deps)
+    assert raw == ROLE and stream.deferred == b""
+    chunk, evs = await anext(stream)
+    assert chunk == reads[1] and evs == [] and stream.deferred == reads[1]
+    assert _texts(stream.decode_deferred()) == "ab"
+    rest, final = await _drain_lazily(stream)
+    assert rest == reads[2] and type(final[-1]) is MessageEnd
+
+
+async def test_lazy_bytes_left_undecoded_by_the_consumer_come_as_an_extra_pair():
+    reads = [ROLE, frame({"content": "a"}), frame({"content": "b"}) + frame({}, "stop") + b"data: [DONE]\n\n"]
+    router, deps = _router(reads, [], lazy=True)
+    stream, _, _, _ = await router.open_stream(REQ, deps)
+    pairs = [(chunk, evs) async for chunk, evs in stream]  # never calls decode_deferred
+    assert [c for c, _ in pairs] == [reads[1], b"", reads[2], b""]
+    assert _texts(pairs[1][1]) == "a" and _texts(pairs[3][1]) == "b" and type(pairs[3][1][-1]) is MessageEnd
+
+
+async def test_lazy_an_error_in_the_first_read_still_falls_back():
+    router, deps = _router([ROLE + ERROR], [ROLE + REST], lazy=True)
+    stream, events, raw, route = await router.open_stream(REQ, deps)
+    assert route.deployment is deps[1] and raw == ROLE + REST
+
+
+async def test_lazy_a_read_that_may_hold_an_error_is_decoded_before_it_is_handed_over():
+    router, deps = _router([ROLE, frame({"content": "a"}) + ERROR], [], lazy=True)
+    stream, _, _, _ = await router.open_stream(REQ, deps)
+    with pytest.raises(UpstreamServerError) as e:
+        await anext(stream)
+    assert e.value.deployment == deps[0].id
+
+
+async def test_lazy_and_eager_give_the_same_events():
+    reads = [b": ping\n\n" + ROLE + frame({"content": "x"}), frame({"content": "y"}) + frame({"content": "z"}),
+             frame({}, "stop"), b"data: [DONE]\n\n"]
+    out = []
+    for lazy in (False, True):
+        router, deps = _router(reads, [], lazy=lazy)
+        stream, events, raw, _ = await router.open_stream(REQ, deps)
+        rest, later = await _drain_lazily(stream)
+        out.append((raw + rest, [*events, *stream.decode_deferred(), *later]))
+    assert out[0][0] == out[1][0] == b"".join(reads)
+    assert _texts(out[0][1]) == _texts(out[1][1]) == "xyz"
+    assert [type(e) for e in out[0][1] if not isinstance(e, TextDelta)] == \
+        [type(e) for e in out[1][1] if not isinstance(e, TextDelta)]
