@@ -125,21 +125,27 @@ def _unsafe(text: str) -> bool:
 class _Decoder:
     """gzip / deflate body decoding (deflate: zlib-wrapped, or raw as some servers send it)."""
 
-    __slots__ = ("_z", "_raw_fallback")
+    __slots__ = ("_z", "_pending")
 
     def __init__(self, encoding: str):
-        self._raw_fallback = encoding == "deflate"
         self._z = zlib.decompressobj(47 if encoding in ("gzip", "x-gzip") else 15)
+        # deflate: the input so far, until the first output settles that it is zlib-wrapped; on an error before
+        # then it is decoded again as raw deflate from its first byte (the zlib header can span two reads).
+        self._pending: bytes | None = b"" if encoding == "deflate" else None
 
     def feed(self, data: bytes) -> bytes:
-        try:
+        pending = self._pending
+        if pending is None:
             return self._z.decompress(data)
+        pending += data
+        try:
+            out = self._z.decompress(data)
         except zlib.error:
-            if self._raw_fallback:
-                self._raw_fallback = False
-                self._z = zlib.decompressobj(-15)
-                return self._z.decompress(data)
-            raise
+            self._pending = None
+            self._z = zlib.decompressobj(-15)
+            return self._z.decompress(pending)
+        self._pending = None if out else pending
+        return out
 
     def flush(self) -> bytes:
         return self._z.flush()
@@ -197,7 +203,10 @@ class Response:
             self._decoder = _Decoder(encoding)
         elif encoding not in ("identity", ""):
             raise BadHTTP(f"{self._label} sent a body in an encoding this client did not ask for ({encoding[:20]})")
-        self._until_close = ("content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "")
+        # Transfer codings are case-insensitive, and only a final "chunked" frames the body (RFC 9112 6.3).
+        te = headers.get("transfer-encoding")
+        chunked = te is not None and (te == "chunked" or te.rsplit(",", 1)[-1].strip().lower() == "chunked")
+        self._until_close = ("content-length" not in headers and not chunked
                              and self.status not in (204, 304) and not 100 <= self.status < 200)
         if not 100 <= self.status < 200:
             self._got_headers = True
@@ -291,11 +300,16 @@ class Response:
             if self._error is not None:
                 self._raise_error()
             if self._buffered > MAX_BODY_BYTES:
-                self.close()
-                raise BadHTTP(f"{self._label} sent a body larger than {MAX_BODY_BYTES} bytes")
+                break
             if self._conn is not None and self._conn.paused:
                 self._conn.resume()  # read() wants it all: no back-pressure
             await self._wait()
+        if self._buffered > MAX_BODY_BYTES:  # checked here too: the whole body can come in one read
+            self.close()
+            raise BadHTTP(f"{self._label} sent a body larger than {MAX_BODY_BYTES} bytes")
+        conn = self._conn
+        if conn is not None and conn.paused:
+            conn.resume()  # the last bytes went over HIGH_WATER: a paused connection is not reused
         chunks = self._chunks
         self._chunks = []
         self._buffered = 0
@@ -408,11 +422,12 @@ class _Connection(asyncio.Protocol):
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        ours = self.lost  # close() came first (a timeout, a cancel, close() or release() mid-body)
         self.lost = True
         self.transport = None
         response = self.response
         if response is not None and not response._complete:
-            if response._got_headers and response._until_close and exc is None:
+            if response._got_headers and response._until_close and exc is None and not ours:
                 response.on_message_complete()  # a close-delimited body ends with the connection
             else:
                 what = "reset" if exc is not None else "closed"
@@ -531,7 +546,7 @@ class UpstreamHTTP:
         self.closed = False
         self._pools: dict[tuple[str, str, int], _OriginPool] = {}
         self._targets: dict[str, Target] = {}
-        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
+        self._heads: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], bytes] = {}
         self._sweep: asyncio.TimerHandle | None = None
 
     def target(self, url: str) -> Target:
@@ -550,7 +565,7 @@ class UpstreamHTTP:
     def _head(self, method: str, target: Target, headers: dict[str, str]) -> bytes:
         """The request line and headers up to Content-Length (cached: providers send the same few sets)."""
         items = tuple(headers.items())
-        key = (method, target.path, items)
+        key = (method, target.host_header, target.path, items)
         head = self._heads.get(key)
         if head is not None:
             return head
@@ -580,9 +595,9 @@ class UpstreamHTTP:
             pool = self._pools[target.origin] = _OriginPool(self, target)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        for _attempt in range(2):
+        for attempt in range(2):
             response = Response(timeouts, target.label)
-            conn = pool.take()
+            conn = pool.take() if attempt == 0 else None  # the retry goes on a new connection
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(pool, timeouts, started)
@@ -610,8 +625,9 @@ class UpstreamHTTP:
             left = started + timeouts.total - loop.time()
             limit = left if limit is None else min(limit, left)
         tls = self._ssl() if target.tls else None
+        scope = asyncio.timeout(limit)
         try:
-            async with asyncio.timeout(limit):
+            async with scope:
                 if self.resolver is None or target.literal:
                     _, conn = await loop.create_connection(lambda: _Connection(pool), target.host, target.port,
                                                            ssl=tls)
@@ -627,8 +643,9 @@ class UpstreamHTTP:
                     except OSError as e:
                         error = e
                 raise error
-        except TimeoutError as e:
-            raise Timeout(f"could not connect to {target.label} within {limit:g} s") from e
+        except TimeoutError as e:  # ours (`limit` ran out), or the system's (a connect or resolver timeout)
+            within = f" within {limit:g} s" if scope.expired() else ""
+            raise Timeout(f"could not connect to {target.label}{within}") from e
         except ssl.SSLError as e:
             raise ConnectFailed(f"TLS handshake with {target.label} failed: {e.reason or type(e).__name__}") from e
         except OSError as e:
