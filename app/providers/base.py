@@ -54,11 +54,14 @@ class UpstreamStream:
     last pair has empty bytes and the decoder's final events. Until the first events, one network read may
     come as several pairs (see `_chunks`).
 
-    A relayed (pass-through) stream is `lazy`: its client gets the upstream's own bytes, so a read is handed
-    over before it is decoded and its bytes go out first. Such a pair carries the events decoded so far and
-    leaves the rest of its bytes in `deferred`; the consumer calls `decode_deferred()` once the bytes are
-    sent. (What the consumer leaves there is decoded before the next read and comes as an extra pair with
-    empty bytes, so no event is lost.) A read that may hold an in-stream error is always decoded first."""
+    A relayed (pass-through) stream is `lazy`: its client gets the upstream's own bytes, so decoding them (for
+    usage, the cache, estimates) need not come before sending them. After the first events, a read comes
+    with no events and its bytes wait, undecoded, one read behind: `decode_backlog()` decodes the reads
+    before the latest (call it after sending the latest), `decode_deferred()` everything still waiting
+    (after the last pair, once the response is ended; and before reporting usage of a stream cut short), and
+    `end_events()` the decoder's end (after the last pair and `decode_deferred()`). So when a read and the end of the body come back to back,
+    the client gets the end without waiting for the read to be decoded. A read that may hold an in-stream
+    error is always decoded before it is handed over."""
 
     response: Response
     decoder: Any  # the dialect's StreamDecoder
@@ -66,7 +69,9 @@ class UpstreamStream:
     passthrough: bool
     started: float = field(default_factory=time.perf_counter)
     lazy: bool = False
-    deferred: bytes = b""
+    deferred: bytes = b""  # undecoded bytes of reads before the latest
+    latest: bytes = b""  # undecoded bytes of the latest read
+    _close_pending: bool = False  # the decoder's end still to run (lazy streams, in decode_deferred)
     _closed: bool = False
     _it: Any = None
     on_close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # run once when the stream ends
@@ -80,13 +85,31 @@ class UpstreamStream:
     def __anext__(self) -> Any:
         return self._it.__anext__()
 
-    def decode_deferred(self) -> list[StreamEvent]:
-        """Decode the bytes the last pair left undecoded (see the class docstring)."""
+    @property
+    def pending(self) -> bool:
+        """Bytes or the decoder's end still wait to be decoded (lazy streams)."""
+        return bool(self.deferred or self.latest or self._close_pending)
+
+    def decode_backlog(self) -> list[StreamEvent]:
+        """Decode the waiting reads except the latest."""
         data, self.deferred = self.deferred, b""
-        if not data:
+        return self._decode(data) if data else []
+
+    def decode_deferred(self) -> list[StreamEvent]:
+        """Decode every read still waiting."""
+        data, self.deferred, self.latest = self.deferred + self.latest, b"", b""
+        return self._decode(data) if data else []
+
+    def end_events(self) -> list[StreamEvent]:
+        """The decoder's end, once a lazy stream gave its last pair (after `decode_deferred()`)."""
+        if not self._close_pending:
             return []
+        self._close_pending = False
+        return self._decode(None)
+
+    def _decode(self, data: bytes | None) -> list[StreamEvent]:
         try:
-            return self.decoder.feed(data)
+            return self.decoder.feed(data) if data is not None else self.decoder.close()
         except UpstreamError as e:
             e.deployment = e.deployment or self.deployment.id
             raise
@@ -98,8 +121,6 @@ class UpstreamStream:
         started = False
         try:
             async for chunk in self.response.iter_any():
-                if self.deferred:  # left by the consumer: decoded now, in order
-                    yield b"", self.decode_deferred()
                 if not started:
                     # Until the first events, a read (often the whole answer) is decoded an event at a time, so the
                     # response can start before the rest is decoded. Not when the read may hold an in-stream error:
@@ -114,7 +135,7 @@ class UpstreamStream:
                             done, end = end, chunk.find(sep, end) + len(sep)
                         if not events:
                             events, done = feed(chunk[done:]), len(chunk)
-                        self.deferred = chunk[done:]
+                        self.latest = chunk[done:]
                         started = bool(events)
                         yield chunk, events
                         continue
@@ -131,15 +152,23 @@ class UpstreamStream:
                     yield chunk, events
                     continue
                 if lazy and b'"error' not in chunk:
-                    self.deferred = chunk
+                    if self.latest:
+                        self.deferred += self.latest
+                    self.latest = chunk
                     yield chunk, []
                     continue
+                if self.pending:  # decoded in order, and given before this read's decoding can raise
+                    yield b"", self.decode_deferred()
                 yield chunk, feed(chunk)
             # Read to the end: the connection goes back to the pool (close() would drop it, and every
             # stream would pay for a new connection to the upstream).
             self._closed = True
             self.response.release()
-            yield b"", self.decode_deferred() + self.decoder.close()
+            if lazy and started:
+                self._close_pending = True  # end_events() runs the decoder's end
+                yield b"", []
+            else:
+                yield b"", self.decode_deferred() + self.decoder.close()
         except UpstreamError as e:
             e.deployment = e.deployment or dep.id
             raise

@@ -31,7 +31,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -98,12 +98,19 @@ class Target:
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == default else f"{shown}:{port}"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        path = quote(path, safe=_PATH_SAFE)  # spaces and other unsafe characters %-encoded; existing %XX kept
         try:
             ipaddress.ip_address(host)
             literal = True
         except ValueError:
             literal = False
         return cls((scheme, host, port), host, port, tls, literal, host_header, path, f"{scheme}://{shown}:{port}")
+
+
+_PATH_SAFE = "/?&=%:@!$'()*+,;-._~"  # RFC 3986 path and query characters that are sent as they are
+# Framing and connection headers are this client's to write; a caller's (config extra_headers) are dropped.
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+                          "te", "trailer", "expect"})
 
 
 def default_ssl_context() -> ssl.SSLContext:
@@ -158,13 +165,13 @@ class Response:
     `release()` when done (the connection goes back to the pool if the body was read to its end) or
     `close()` to drop the connection."""
 
-    __slots__ = ("status", "headers", "_conn", "_chunks", "_buffered", "_complete", "_error", "_waiter",
+    __slots__ = ("status", "_headers", "_conn", "_chunks", "_buffered", "_complete", "_error", "_waiter",
                  "_timeouts", "_deadline", "_timer", "_decoder", "_header_list", "_header_bytes", "_got_headers",
                  "_received", "_until_close", "_label", "_done")
 
     def __init__(self, timeouts: Timeouts, label: str):
         self.status = 0
-        self.headers: dict[str, str] = {}
+        self._headers: dict[str, str] | None = None  # built from _header_list when first asked for
         self._conn: _Connection | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0
@@ -191,26 +198,44 @@ class Response:
         self._header_list.append((name, value))
 
     def on_headers_complete(self, parser: Any) -> None:
-        headers = self.headers
+        # Only the headers that frame the body are looked at here; the dict is built if someone asks.
+        encoding = te = None
+        has_length = False
         for name, value in self._header_list:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        self._header_list = []
-        self.status = parser.get_status_code()
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            self._decoder = _Decoder(encoding)
-        elif encoding not in ("identity", ""):
-            raise BadHTTP(f"{self._label} sent a body in an encoding this client did not ask for ({encoding[:20]})")
+            if len(name) in (14, 16, 17):
+                low = name.lower()
+                if low == b"content-length":
+                    has_length = True
+                elif low == b"content-encoding":
+                    encoding = value if encoding is None else encoding + b", " + value
+                elif low == b"transfer-encoding":
+                    te = value if te is None else te + b", " + value
+        self.status = status = parser.get_status_code()
+        if encoding is not None:
+            coding = encoding.decode("latin-1").strip().lower()
+            if coding in ("gzip", "x-gzip", "deflate"):
+                self._decoder = _Decoder(coding)
+            elif coding not in ("identity", ""):
+                raise BadHTTP(f"{self._label} sent a body in an encoding this client did not ask for ({coding[:20]})")
         # Transfer codings are case-insensitive, and only a final "chunked" frames the body (RFC 9112 6.3).
-        te = headers.get("transfer-encoding")
-        chunked = te is not None and (te == "chunked" or te.rsplit(",", 1)[-1].strip().lower() == "chunked")
-        self._until_close = ("content-length" not in headers and not chunked
-                             and self.status not in (204, 304) and not 100 <= self.status < 200)
-        if not 100 <= self.status < 200:
+        chunked = te is not None and (te == b"chunked" or te.rsplit(b",", 1)[-1].strip().lower() == b"chunked")
+        interim = 100 <= status < 200
+        self._until_close = not has_length and not chunked and status not in (204, 304) and not interim
+        if not interim:
             self._got_headers = True
             self._wake()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers by lower-case name; a repeated header's values joined with ", "."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = {}
+            for name, value in self._header_list:
+                key = name.decode("latin-1").lower()
+                text = value.decode("latin-1")
+                headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return headers
 
     def on_body(self, data: bytes) -> None:
         if self._decoder is not None:
@@ -228,7 +253,8 @@ class Response:
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:  # an interim response (103 Early Hints): the real one follows
-            self.status, self.headers, self._got_headers, self._header_bytes = 0, {}, False, 0
+            self.status, self._got_headers, self._header_bytes = 0, False, 0
+            self._header_list, self._headers, self._decoder = [], None, None
             return
         if self._decoder is not None:
             tail = self._decoder.flush()
@@ -572,8 +598,10 @@ class UpstreamHTTP:
         lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.host_header}"]
         given = {k.lower() for k, _ in items}
         for name, value in items:
-            if _unsafe(name) or _unsafe(value) or ":" in name or not name:
+            if _unsafe(name) or _unsafe(value) or ":" in name or not name.strip() or name != name.strip():
                 raise ValueError("a request header name or value holds a line break or is empty")
+            if name.lower() in _OWN_HEADERS:
+                continue
             lines.append(f"{name}: {value}")
         if "user-agent" not in given:
             lines.append(f"User-Agent: {self.user_agent}")

@@ -147,23 +147,21 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         state.first_byte()
         if out:
             await response.write(out)
-        # A relayed read goes out before the rest of it is decoded (UpstreamStream.deferred).
-        relay.take(stream.decode_deferred())
         async for chunk, events in stream:
             out = relay.process(chunk, events)
             if out:
                 await response.write(out)
-            if stream.deferred:
-                relay.take(stream.decode_deferred())
+            if stream.deferred:  # a relayed stream decodes its reads one behind (UpstreamStream.lazy)
+                relay.take(stream.decode_backlog())
         tail = relay.flush()
         if tail:
             await response.write(tail)
-        if not relay.assembler.done:
+        if not stream.pending and not relay.assembler.done:
             raise UpstreamError("the upstream ended the stream without finishing the message")
     except UpstreamError as e:
         # After the first byte there is no fallback: end the stream with a proper error event.
         log.warning("stream from %s broke: %s", state.record.deployment, e.code)
-        state.fail(e, usage=_usage_so_far(relay, req))
+        state.fail(e, usage=_usage_so_far(relay, req, stream))
         scrub_error(e)  # no keys or paths in what the client sees
         try:
             await response.write(relay.flush() + relay.error(dialect, req, e))
@@ -173,11 +171,13 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         return response
     except (ConnectionError, asyncio.CancelledError, RuntimeError) as e:
         # The client went away: stop the upstream (and its spending), keep what was used.
-        state.client_closed(_usage_so_far(relay, req))
+        state.client_closed(_usage_so_far(relay, req, stream))
         await stream.aclose()
         if isinstance(e, asyncio.CancelledError):
             raise
         return response
+    if stream.pending:
+        return await _end_relayed(response, stream, relay, state, req, core)
     if relay.assembler.done and state.cache_key is not None:  # assemble the answer only for the cache
         core.cache_store(state, relay.assembler.response())
     state.finish(relay.assembler.usage)
@@ -185,6 +185,31 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         await response.write_eof()
     except ConnectionError:
         pass
+    return response
+
+
+async def _end_relayed(response: web.StreamResponse, stream: Any, relay: StreamRelay, state: RequestState,
+                       req: ChatRequest, core: Any) -> web.StreamResponse:
+    """A relayed stream whose every byte was sent: end the response first, then decode what is still waiting
+    (the last read or two, the decoder's end) for usage, the cache and the record. Nothing decoded now could
+    change what the client got (the upstream's own bytes); a stream that turns out broken or unfinished is
+    recorded as an error: the client saw exactly what the upstream sent, as it would have without Tiergate."""
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        pass
+    try:
+        relay.take(stream.decode_deferred())
+        relay.take(stream.end_events())
+        if not relay.assembler.done:
+            raise UpstreamError("the upstream ended the stream without finishing the message")
+    except UpstreamError as e:
+        log.warning("relayed stream from %s ended badly: %s", state.record.deployment, e.code)
+        state.fail(e, usage=_usage_so_far(relay, req, None))
+        return response
+    if state.cache_key is not None:
+        core.cache_store(state, relay.assembler.response())
+    state.finish(relay.assembler.usage)
     return response
 
 
@@ -219,20 +244,22 @@ class _Restored:
         chunk, events = await anext(self._stream)
         return chunk, [out for ev in events for out in self._restorer.feed(ev)]
 
-    @property
-    def deferred(self) -> bytes:
-        return self._stream.deferred  # empty: a masked request is never relayed as it came
-
-    def decode_deferred(self) -> list:
-        return [out for ev in self._stream.decode_deferred() for out in self._restorer.feed(ev)]
+    deferred = b""  # a masked request is never relayed as it came: nothing waits to be decoded
+    pending = False
 
     async def aclose(self) -> None:
         await self._stream.aclose()
 
 
-def _usage_so_far(relay: StreamRelay, req: ChatRequest) -> Usage:
+def _usage_so_far(relay: StreamRelay, req: ChatRequest, stream: Any) -> Usage:
     """What a stream cut short used: the upstream's own figures where it sent them, else an estimate
-    (flagged `estimated`) from the characters seen and the request size (4 characters a token)."""
+    (flagged `estimated`) from the characters seen and the request size (4 characters a token). Reads of
+    a relayed `stream` still waiting to be decoded count too."""
+    if stream is not None and stream.pending:
+        try:
+            relay.take(stream.decode_deferred())
+        except UpstreamError:  # what could be decoded was taken
+            pass
     usage = relay.assembler.usage
     seen = relay.assembler.output_chars // 4 + 1 if relay.assembler.output_chars else 0
     if seen > usage.output_tokens:  # e.g. Anthropic's message_start placeholder of 1 output token

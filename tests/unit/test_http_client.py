@@ -318,6 +318,23 @@ async def test_header_with_line_break_raises_and_sends_nothing(raw, client, head
     assert srv.connections == 0 and srv.requests == []
 
 
+async def test_framing_headers_from_the_caller_are_dropped(raw, client):
+    srv = await raw(answering(http()))
+    await fetch(client, srv.url("/x"), b"abc", {"Host": "evil.test", "Content-Length": "99",
+                                                  "transfer-encoding": "chunked", "Connection": "close",
+                                                  "x-keep": "1"})
+    assert srv.requests == [b"POST /x HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nx-keep: 1\r\nUser-Agent: Tiergate\r\n"
+                            b"Accept-Encoding: gzip, deflate\r\nContent-Length: 3\r\n\r\nabc" % srv.port]
+
+
+@pytest.mark.parametrize("url_path, sent", [("/a b/c?q=x y", b"/a%20b/c?q=x%20y"), ("/ok%20already", b"/ok%20already"),
+                                            ("/v1/models/m:generate?key=a/b", b"/v1/models/m:generate?key=a/b")])
+async def test_unsafe_path_characters_are_percent_encoded(raw, client, url_path, sent):
+    srv = await raw(answering(http()))
+    await fetch(client, srv.url(url_path))
+    assert srv.requests[0].split(b"\r\n")[0] == b"POST " + sent + b" HTTP/1.1"
+
+
 # -------------------------------------------------------------------------------------- keep-alive
 async def test_sequential_requests_share_a_connection_and_connection_close_ends_it(upstream, client):
     port, peers = await upstream()

@@ -137,46 +137,54 @@ def _texts(events: list) -> str:
 
 
 async def _drain_lazily(stream: UpstreamStream) -> tuple[bytes, list]:
-    """What answer_stream does: send each read, then decode what it left."""
+    """What answer_stream does: send each read, decode the reads before it, and the rest at the end."""
     raw, events = b"", []
     async for chunk, evs in stream:
         raw += chunk
         events += evs
-        events += stream.decode_deferred()
-    return raw, events
+        events += stream.decode_backlog()
+    events += stream.decode_deferred()
+    return raw, events + stream.end_events()
 
 
-async def test_lazy_a_whole_answer_in_one_read_goes_out_whole_and_is_decoded_after():
+async def test_lazy_a_whole_answer_in_one_read_goes_out_whole_and_is_decoded_at_the_end():
     router, deps = _router([ROLE + REST], [], lazy=True)
     stream, events, raw, route = await router.open_stream(REQ, deps)
     assert raw == ROLE + REST and events == [MessageStart("chatcmpl-1", "m")]
-    assert stream.deferred == REST  # not decoded yet
-    late = stream.decode_deferred()
-    assert stream.deferred == b"" and _texts(late) == "".join(f"w{i} " for i in range(20))
+    assert (stream.latest, stream.deferred) == (REST, b"")  # not decoded yet
+    assert stream.decode_backlog() == [] and stream.latest == REST  # the latest read waits for the next one
+    pairs = [pair async for pair in stream]
+    assert pairs == [(b"", [])] and stream.pending  # the end: nothing decoded yet
+    late = stream.decode_deferred() + stream.end_events()
+    assert not stream.pending and _texts(late) == "".join(f"w{i} " for i in range(20))
     assert type(late[-1]) is MessageEnd
-    rest, final = await _drain_lazily(stream)
-    assert rest == b"" and not any(isinstance(e, TextDelta) for e in final)
 
 
-async def test_lazy_later_reads_are_handed_over_before_they_are_decoded():
-    reads = [ROLE, frame({"content": "a"}) + frame({"content": "b"}), frame({}, "stop") + b"data: [DONE]\n\n"]
+async def test_lazy_reads_are_decoded_one_behind():
+    reads = [ROLE, frame({"content": "a"}), frame({"content": "b"}), frame({}, "stop") + b"data: [DONE]\n\n"]
     router, deps = _router(reads, [], lazy=True)
     stream, events, raw, _ = await router.open_stream(REQ, deps)
-    assert raw == ROLE and stream.deferred == b""
-    chunk, evs = await anext(stream)
-    assert chunk == reads[1] and evs == [] and stream.deferred == reads[1]
-    assert _texts(stream.decode_deferred()) == "ab"
-    rest, final = await _drain_lazily(stream)
-    assert rest == reads[2] and type(final[-1]) is MessageEnd
+    assert raw == ROLE and not stream.pending
+    assert await anext(stream) == (reads[1], []) and stream.decode_backlog() == []
+    assert await anext(stream) == (reads[2], [])
+    assert _texts(stream.decode_backlog()) == "a" and stream.latest == reads[2]
+    assert await anext(stream) == (reads[3], [])
+    assert _texts(stream.decode_backlog()) == "b"
+    assert await anext(stream) == (b"", [])
+    end = stream.decode_deferred() + stream.end_events()
+    assert type(end[-1]) is MessageEnd and not stream.pending
 
 
-async def test_lazy_bytes_left_undecoded_by_the_consumer_come_as_an_extra_pair():
-    reads = [ROLE, frame({"content": "a"}), frame({"content": "b"}) + frame({}, "stop") + b"data: [DONE]\n\n"]
+async def test_lazy_a_read_that_may_hold_an_error_is_decoded_after_what_waits_before_it():
+    reads = [ROLE, frame({"content": "a"}), frame({"content": "b"}) + ERROR]
     router, deps = _router(reads, [], lazy=True)
     stream, _, _, _ = await router.open_stream(REQ, deps)
-    pairs = [(chunk, evs) async for chunk, evs in stream]  # never calls decode_deferred
-    assert [c for c, _ in pairs] == [reads[1], b"", reads[2], b""]
-    assert _texts(pairs[1][1]) == "a" and _texts(pairs[3][1]) == "b" and type(pairs[3][1][-1]) is MessageEnd
+    assert await anext(stream) == (reads[1], [])
+    chunk, events = await anext(stream)  # what waited comes first, decoded, with no bytes
+    assert chunk == b"" and _texts(events) == "a" and not stream.pending
+    with pytest.raises(UpstreamServerError) as e:
+        await anext(stream)
+    assert e.value.deployment == deps[0].id
 
 
 async def test_lazy_an_error_in_the_first_read_still_falls_back():
@@ -185,15 +193,13 @@ async def test_lazy_an_error_in_the_first_read_still_falls_back():
     assert route.deployment is deps[1] and raw == ROLE + REST
 
 
-async def test_lazy_a_read_that_may_hold_an_error_is_decoded_before_it_is_handed_over():
-    router, deps = _router([ROLE, frame({"content": "a"}) + ERROR], [], lazy=True)
-    stream, _, _, _ = await router.open_stream(REQ, deps)
-    with pytest.raises(UpstreamServerError) as e:
-        await anext(stream)
-    assert e.value.deployment == deps[0].id
+async def test_lazy_a_stream_that_ends_before_its_first_events_still_falls_back():
+    router, deps = _router([b": ping\n\n"], [ROLE + REST], lazy=True)
+    stream, events, raw, route = await router.open_stream(REQ, deps)
+    assert route.deployment is deps[1]
 
 
-async def test_lazy_and_eager_give_the_same_events():
+async def test_lazy_and_eager_give_the_same_bytes_and_events():
     reads = [b": ping\n\n" + ROLE + frame({"content": "x"}), frame({"content": "y"}) + frame({"content": "z"}),
              frame({}, "stop"), b"data: [DONE]\n\n"]
     out = []
@@ -201,7 +207,7 @@ async def test_lazy_and_eager_give_the_same_events():
         router, deps = _router(reads, [], lazy=lazy)
         stream, events, raw, _ = await router.open_stream(REQ, deps)
         rest, later = await _drain_lazily(stream)
-        out.append((raw + rest, [*events, *stream.decode_deferred(), *later]))
+        out.append((raw + rest, [*events, *later]))
     assert out[0][0] == out[1][0] == b"".join(reads)
     assert _texts(out[0][1]) == _texts(out[1][1]) == "xyz"
     assert [type(e) for e in out[0][1] if not isinstance(e, TextDelta)] == \
