@@ -48,6 +48,10 @@ async def _serve(args: argparse.Namespace) -> int:
     # Everything built so far (modules, config, providers, the app) lives as long as the process: keep it
     # out of the cyclic collector's way, so its collections walk only what requests allocate.
     gc.freeze()
+    # Requests allocate thousands of short-lived objects that reference counting frees; with the default
+    # first-generation threshold (700) the cyclic collector still ran about once every 35 requests and cost
+    # ~10 µs per request under load. Every 50,000 allocations is plenty for the few cycles a request leaves.
+    gc.set_threshold(50_000, 20, 100)
     print(f"Tiergate listening on http://{host}:{port}/v1  (Ctrl-C to stop)", flush=True)
     try:
         await stop.wait()

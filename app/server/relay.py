@@ -15,7 +15,7 @@ from app.canonical import ChatRequest, Dialect, MessageEnd, StreamEvent
 from app.errors import TiergateError
 from app.secrets.redact import mask_known_secrets
 
-_EMPTY_LIST = re.compile(rb"\[ *\]")  # `[]`, spaces allowed
+_EMPTY_CHOICES = re.compile(rb'"choices" *: *\[ *\]')  # `"choices":[]`, spaces allowed
 
 
 class StreamRelay:
@@ -62,11 +62,16 @@ class StreamRelay:
         """Complete frames of `chunk` (with what an earlier chunk left) minus the usage-only chunk."""
         data = self._pending + chunk if self._pending else chunk
         # The usage-only chunk is the frame holding both "usage" and `"choices":[]` (spaces allowed). Every
-        # chunk holds "usage" (null) once usage was asked for, so the cheap test is for an empty list.
+        # chunk holds "usage" (null) once usage was asked for, so the test is for the empty choices list.
         if b'"usage"' in data:
-            empty = _EMPTY_LIST.search(data)
-            if empty is not None:
-                return self._drop_usage_chunks(data, empty.start())
+            # It ends the stream, so it is looked for from the end: compact JSON (OpenAI's) with one backward
+            # byte search; spaced JSON with a regex, only when the read has `"choices"` followed by a space.
+            first = data.rfind(b'"choices":[]')
+            if first < 0 and (b'"choices": ' in data or b'"choices" ' in data):
+                spaced = _EMPTY_CHOICES.search(data)
+                first = spaced.start() if spaced is not None else -1
+            if first >= 0:
+                return self._drop_usage_chunks(data, first)
         cut = data.rfind(b"\n\n")
         if cut < 0:
             self._pending = data
@@ -75,7 +80,7 @@ class StreamRelay:
         return data[:cut + 2]
 
     def _drop_usage_chunks(self, data: bytes, first: int) -> bytes:
-        # Frames before the first empty list are kept as they are; only the rest is split into frames. The
+        # Frames before the one holding `first` are kept as they are; only the rest is split into frames. The
         # cut must be a frame boundary of a split from the start: the end of a separator not preceded by a
         # newline (in a run of newlines a split pairs them from the left).
         cut = data.rfind(b"\n\n", 0, first) + 2
