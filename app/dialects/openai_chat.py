@@ -552,10 +552,15 @@ class StreamDecoder:
     common chunk (text only) is handled inline. Without msgspec, or when it refuses a read, `_frames` parses
     with orjson; when a frame is not JSON, `_data` takes the read one frame at a time, so errors come in stream
     order. `_data` is the reference all three follow. One difference: a number beyond float range in a field
-    nobody reads is skipped by msgspec where orjson refuses the chunk."""
+    nobody reads is skipped by msgspec where orjson refuses the chunk.
+
+    `skim()` (relayed streams whose answer is not cached): only what usage and the end of the message need
+    is decoded. A frame that is plainly a content delta (compact `"finish_reason":null`, no usage value, no
+    error) is kept undecoded; `unskim()` gives their text as one TextDelta, for estimates when a stream is
+    cut short. Everything else (finish, usage, errors, anything spaced or unusual) is decoded as always."""
 
     __slots__ = ("_sse", "_started", "_open", "_open_key", "_next", "_tools", "_finish", "_usage", "_ended",
-                 "_merge")
+                 "_merge", "_skim", "_skipped")
 
     def __init__(self, *, merge_text: bool = False) -> None:
         self._sse = SSEParser()
@@ -568,6 +573,33 @@ class StreamDecoder:
         self._usage: Usage | None = None
         self._ended = False
         self._merge = merge_text
+        self._skim = False
+        self._skipped: list[bytes] = []
+
+    def skim(self) -> None:
+        """From now on, keep plain content frames undecoded (see the class docstring)."""
+        self._skim = True
+
+    def unskim(self) -> list[StreamEvent]:
+        """The text of the frames kept undecoded so far, as one TextDelta (estimates only; ends skimming)."""
+        skipped, self._skipped, self._skim = self._skipped, [], False
+        texts: list[str] = []
+        for data in skipped:
+            try:
+                obj = orjson.loads(data)
+                for choice in obj.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    for key in ("content", "reasoning_content", "reasoning"):
+                        if isinstance(delta.get(key), str):
+                            texts.append(delta[key])
+                    for call in delta.get("tool_calls") or ():
+                        args = (call.get("function") or {}).get("arguments")
+                        if isinstance(args, str):
+                            texts.append(args)
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                continue
+        text = "".join(texts)
+        return [TextDelta(self._open if self._open is not None else self._next, text)] if text else []
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []
@@ -578,6 +610,18 @@ class StreamDecoder:
             self._data(datas[0], out)
             datas = datas[1:]
             if not datas or self._ended:
+                return out
+        if self._skim:
+            skipped = self._skipped
+            keep = []
+            for d in datas:
+                if (b'"finish_reason":null' in d and b'"error' not in d
+                        and (b'"usage":null' in d or b'"usage"' not in d)):
+                    skipped.append(d)
+                else:
+                    keep.append(d)
+            datas = keep
+            if not datas:
                 return out
         if _decode_chunk is not None:
             self._typed_frames(datas, out)

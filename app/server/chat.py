@@ -139,6 +139,8 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         stream = _Restored(stream, restorer)
         first_events = [out for ev in first_events for out in restorer.feed(ev)]
     relay = StreamRelay(dialect, req, response_id=state.response_id, passthrough=stream.passthrough)
+    if stream.passthrough and state.cache_key is None and hasattr(stream.decoder, "skim"):
+        stream.decoder.skim()  # relayed and not cached: only usage and the end need decoding
     headers = {**SSE_HEADERS, **response_headers(state, overhead_ms=state.overhead_ms(route.upstream_ms))}
     response = web.StreamResponse(status=200, headers=headers)
     try:
@@ -205,7 +207,7 @@ async def _end_relayed(response: web.StreamResponse, stream: Any, relay: StreamR
             raise UpstreamError("the upstream ended the stream without finishing the message")
     except UpstreamError as e:
         log.warning("relayed stream from %s ended badly: %s", state.record.deployment, e.code)
-        state.fail(e, usage=_usage_so_far(relay, req, None))
+        state.fail(e, usage=_usage_so_far(relay, req, stream))
         return response
     if state.cache_key is not None:
         core.cache_store(state, relay.assembler.response())
@@ -254,12 +256,16 @@ class _Restored:
 def _usage_so_far(relay: StreamRelay, req: ChatRequest, stream: Any) -> Usage:
     """What a stream cut short used: the upstream's own figures where it sent them, else an estimate
     (flagged `estimated`) from the characters seen and the request size (4 characters a token). Reads of
-    a relayed `stream` still waiting to be decoded count too."""
-    if stream is not None and stream.pending:
-        try:
-            relay.take(stream.decode_deferred())
-        except UpstreamError:  # what could be decoded was taken
-            pass
+    a relayed `stream` still waiting to be decoded, or kept undecoded by a skimming decoder, count too."""
+    if stream is not None:
+        if stream.pending:
+            try:
+                relay.take(stream.decode_deferred())
+            except UpstreamError:  # what could be decoded was taken
+                pass
+        unskim = getattr(getattr(stream, "decoder", None), "unskim", None)
+        if unskim is not None:  # text a skimming decoder kept undecoded
+            relay.take(unskim())
     usage = relay.assembler.usage
     seen = relay.assembler.output_chars // 4 + 1 if relay.assembler.output_chars else 0
     if seen > usage.output_tokens:  # e.g. Anthropic's message_start placeholder of 1 output token
