@@ -612,6 +612,15 @@ def _usage_in(u: Any) -> Usage:
                  cache_write_tokens=u.get("cache_creation_input_tokens") or 0)
 
 
+def stream_finished(data: bytes) -> bool:
+    """Whether relayed bytes end with the stream's last event (`message_stop`): nothing the client needs
+    comes after it, so the response can end before the upstream's own end of body arrives."""
+    tail = data.rstrip(b"\r\n")
+    start = max(tail.rfind(b"\n\n"), tail.rfind(b"\r\n\r\n"))
+    last = tail[start + 1:].lstrip(b"\r\n") if start >= 0 else tail
+    return last.startswith(b"event: message_stop")
+
+
 class StreamDecoder:
     """Anthropic SSE -> canonical events. Upstream block indices are renumbered so that blocks without a
     canonical form (redacted thinking, server tool use and results) leave no gaps."""

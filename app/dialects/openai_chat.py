@@ -836,6 +836,12 @@ class StreamDecoder:
         out.append(MessageEnd(_stop_reason(self._finish, bool(self._tools)), self._usage or Usage()))
 
 
+def stream_finished(data: bytes) -> bool:
+    """Whether relayed bytes end with the stream's last event (`data: [DONE]`): nothing the client needs
+    comes after it, so the response can end before the upstream's own end of body arrives."""
+    return data.endswith(b"data: [DONE]\n\n") or data.rstrip(b"\r\n").endswith(b"data: [DONE]")
+
+
 def relay_stream_decoder() -> StreamDecoder:
     """The decoder for a stream relayed to the client as it came (pass-through): see `merge_text`."""
     return StreamDecoder(merge_text=True)

@@ -149,12 +149,19 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         state.first_byte()
         if out:
             await response.write(out)
-        async for chunk, events in stream:
-            out = relay.process(chunk, events)
-            if out:
-                await response.write(out)
-            if stream.deferred:  # a relayed stream decodes its reads one behind (UpstreamStream.lazy)
-                relay.take(stream.decode_backlog())
+        # A relayed stream whose last event came is ended without waiting for the upstream's end of body.
+        finished = getattr(dialect, "stream_finished", None) if stream.lazy else None
+        ended = finished is not None and finished(first_raw)
+        if not ended:
+            async for chunk, events in stream:
+                out = relay.process(chunk, events)
+                if out:
+                    await response.write(out)
+                if stream.deferred:  # a relayed stream decodes its reads one behind (UpstreamStream.lazy)
+                    relay.take(stream.decode_backlog())
+                if finished is not None and chunk and finished(chunk):
+                    ended = True
+                    break
         tail = relay.flush()
         if tail:
             await response.write(tail)
@@ -178,8 +185,8 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         if isinstance(e, asyncio.CancelledError):
             raise
         return response
-    if stream.pending:
-        return await _end_relayed(response, stream, relay, state, req, core)
+    if ended or stream.pending:
+        return await _end_relayed(response, stream, relay, state, req, core, drain=ended)
     if relay.assembler.done and state.cache_key is not None:  # assemble the answer only for the cache
         core.cache_store(state, relay.assembler.response())
     state.finish(relay.assembler.usage)
@@ -187,15 +194,20 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         await response.write_eof()
     except ConnectionError:
         pass
+    await stream.aclose()  # close hooks (an Ollama model's in-flight mark) run now, not when collected
     return response
 
 
 async def _end_relayed(response: web.StreamResponse, stream: Any, relay: StreamRelay, state: RequestState,
-                       req: ChatRequest, core: Any) -> web.StreamResponse:
+                       req: ChatRequest, core: Any, *, drain: bool) -> web.StreamResponse:
     """A relayed stream whose every byte was sent: end the response first, then decode what is still waiting
     (the last read or two, the decoder's end) for usage, the cache and the record. Nothing decoded now could
     change what the client got (the upstream's own bytes); a stream that turns out broken or unfinished is
-    recorded as an error: the client saw exactly what the upstream sent, as it would have without Tiergate."""
+    recorded as an error: the client saw exactly what the upstream sent, as it would have without Tiergate.
+
+    `drain`: the response ended at the stream's last event, before the upstream's end of body; that end is
+    read now (so the connection goes back to the pool), for at most DRAIN_SECONDS. Bytes after the last
+    event are not relayed."""
     try:
         await response.write_eof()
     except ConnectionError:
@@ -208,11 +220,38 @@ async def _end_relayed(response: web.StreamResponse, stream: Any, relay: StreamR
     except UpstreamError as e:
         log.warning("relayed stream from %s ended badly: %s", state.record.deployment, e.code)
         state.fail(e, usage=_usage_so_far(relay, req, stream))
+        await stream.aclose()
         return response
     if state.cache_key is not None:
         core.cache_store(state, relay.assembler.response())
     state.finish(relay.assembler.usage)
+    if drain:  # the record is complete; the upstream's end of body is read on the side
+        task = asyncio.get_running_loop().create_task(_drain(stream, state.record.deployment))
+        _DRAINING.add(task)
+        task.add_done_callback(_DRAINING.discard)
+    else:
+        await stream.aclose()
     return response
+
+
+DRAIN_SECONDS = 5.0
+_DRAINING: set[asyncio.Task[None]] = set()
+
+
+async def _drain(stream: Any, deployment: str) -> None:
+    """Read a relayed stream to its end of body after its last event (the connection then goes back to the
+    pool), for at most DRAIN_SECONDS; what comes after the last event is dropped. Then its close hooks run."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _pair in stream:
+                pass
+    except TimeoutError:
+        log.info("upstream %s sent no end of body %.0f s after its last event; connection dropped",
+                 deployment, DRAIN_SECONDS)
+    except Exception as e:  # noqa: BLE001 - the client has its answer; only the connection is lost
+        log.info("upstream %s: %s after its last event; connection dropped", deployment, type(e).__name__)
+    finally:
+        await stream.aclose()
 
 
 async def answer_from_cache(request: web.Request, state: RequestState, dialect: ModuleType, req: ChatRequest,
@@ -248,6 +287,7 @@ class _Restored:
 
     deferred = b""  # a masked request is never relayed as it came: nothing waits to be decoded
     pending = False
+    lazy = False
 
     async def aclose(self) -> None:
         await self._stream.aclose()

@@ -55,7 +55,7 @@ tiergate_settings:
 @pytest.fixture
 async def upstream():
     """An OpenAI-style upstream serving `state["events"]`, in one write or one write per event."""
-    state: dict[str, Any] = {"events": FINISHED, "per_event": False, "requests": 0}
+    state: dict[str, Any] = {"events": FINISHED, "per_event": False, "requests": 0, "release": None}
 
     async def completions(request: web.Request) -> web.StreamResponse:
         state["requests"] += 1
@@ -68,6 +68,8 @@ async def upstream():
                 await asyncio.sleep(0.002)
         else:
             await resp.write(b"".join(state["events"]))
+        if state["release"] is not None:  # hold the end of body back until the test says so
+            await state["release"].wait()
         await resp.write_eof()
         return resp
 
@@ -174,3 +176,32 @@ async def test_a_stream_in_several_reads_is_recorded_exactly(proxy, upstream):
     assert got == b"".join(FINISHED)
     [rec] = await records(p)
     assert (rec.status, rec.input_tokens, rec.output_tokens, rec.usage_estimated) == ("ok", 11, 40, False)
+
+
+async def test_the_response_ends_at_the_last_event_without_waiting_for_the_upstreams_end_of_body(proxy, upstream):
+    upstream["release"] = asyncio.Event()
+    p = await proxy(CONFIG % upstream["port"])
+    got = await asyncio.wait_for(relay(p, BODY, {"x-tiergate-cache": "off"}), 10)
+    assert got == b"".join(FINISHED)  # complete, while the upstream still holds its end of body back
+    [rec] = await records(p)  # and recorded in full already
+    assert (rec.status, rec.input_tokens, rec.output_tokens) == ("ok", 11, 40)
+    assert p.core.http.idle_connections() == 0  # the upstream connection is still being drained
+    upstream["release"].set()
+    for _ in range(200):
+        if p.core.http.idle_connections() == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert p.core.http.idle_connections() == 1  # drained to its end and back in the pool
+
+
+async def test_an_upstream_that_never_ends_its_body_after_the_last_event_is_dropped(proxy, upstream, monkeypatch):
+    monkeypatch.setattr(chat, "DRAIN_SECONDS", 0.05)
+    upstream["release"] = asyncio.Event()
+    p = await proxy(CONFIG % upstream["port"])
+    assert await relay(p, BODY, {"x-tiergate-cache": "off"}) == b"".join(FINISHED)
+    for _ in range(200):
+        if not chat._DRAINING:
+            break
+        await asyncio.sleep(0.01)
+    assert not chat._DRAINING and p.core.http.idle_connections() == 0  # given up on, connection closed
+    upstream["release"].set()
