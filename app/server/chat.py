@@ -147,22 +147,27 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         await response.prepare(request)
         out = relay.process(first_raw, first_events)
         state.first_byte()
-        if out:
-            await response.write(out)
-        # A relayed stream whose last event came is ended without waiting for the upstream's end of body.
+        # A relayed stream whose last event came is ended without waiting for the upstream's end of body:
+        # its last bytes go out with the end of the response, in one write.
         finished = getattr(dialect, "stream_finished", None) if stream.lazy else None
         ended = finished is not None and finished(first_raw)
         if not ended:
+            if out:
+                await response.write(out)
+            out = b""
             async for chunk, events in stream:
                 out = relay.process(chunk, events)
-                if out:
-                    await response.write(out)
-                if stream.deferred:  # a relayed stream decodes its reads one behind (UpstreamStream.lazy)
-                    relay.take(stream.decode_backlog())
                 if finished is not None and chunk and finished(chunk):
                     ended = True
                     break
+                if out:
+                    await response.write(out)
+                out = b""
+                if stream.deferred:  # a relayed stream decodes its reads one behind (UpstreamStream.lazy)
+                    relay.take(stream.decode_backlog())
         tail = relay.flush()
+        if ended:
+            return await _end_relayed(response, stream, relay, state, req, core, drain=True, last=out + tail)
         if tail:
             await response.write(tail)
         if not stream.pending and not relay.assembler.done:
@@ -185,8 +190,8 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
         if isinstance(e, asyncio.CancelledError):
             raise
         return response
-    if ended or stream.pending:
-        return await _end_relayed(response, stream, relay, state, req, core, drain=ended)
+    if stream.pending:
+        return await _end_relayed(response, stream, relay, state, req, core, drain=False)
     if relay.assembler.done and state.cache_key is not None:  # assemble the answer only for the cache
         core.cache_store(state, relay.assembler.response())
     state.finish(relay.assembler.usage)
@@ -199,7 +204,7 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
 
 
 async def _end_relayed(response: web.StreamResponse, stream: Any, relay: StreamRelay, state: RequestState,
-                       req: ChatRequest, core: Any, *, drain: bool) -> web.StreamResponse:
+                       req: ChatRequest, core: Any, *, drain: bool, last: bytes = b"") -> web.StreamResponse:
     """A relayed stream whose every byte was sent: end the response first, then decode what is still waiting
     (the last read or two, the decoder's end) for usage, the cache and the record. Nothing decoded now could
     change what the client got (the upstream's own bytes); a stream that turns out broken or unfinished is
@@ -207,9 +212,9 @@ async def _end_relayed(response: web.StreamResponse, stream: Any, relay: StreamR
 
     `drain`: the response ended at the stream's last event, before the upstream's end of body; that end is
     read now (so the connection goes back to the pool), for at most DRAIN_SECONDS. Bytes after the last
-    event are not relayed."""
+    event are not relayed. `last`: bytes still to send, with the end of the response."""
     try:
-        await response.write_eof()
+        await response.write_eof(last)
     except ConnectionError:
         pass
     try:
