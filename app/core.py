@@ -77,6 +77,7 @@ class Tiergate:
         self.cache = ResponseCache(self.data_dir / "cache.sqlite3", self.cache_settings)
         self.ollama = self._build_ollama()
         self._tasks: list[asyncio.Task[None]] = []
+        self.background: set[asyncio.Task[Any]] = set()  # short jobs after a response (see `spawn`)
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -260,10 +261,23 @@ class Tiergate:
                  self.port, len(self.config.tiers), len(self.config.deployments))
         return str(self.host), int(self.port)
 
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run `coro` on the side (e.g. reading an upstream's end of body after the client has its answer);
+        `stop()` cancels what is still running."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+        pending = list(self.background)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

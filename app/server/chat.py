@@ -231,16 +231,13 @@ async def _end_relayed(response: web.StreamResponse, stream: Any, relay: StreamR
         core.cache_store(state, relay.assembler.response())
     state.finish(relay.assembler.usage)
     if drain:  # the record is complete; the upstream's end of body is read on the side
-        task = asyncio.get_running_loop().create_task(_drain(stream, state.record.deployment))
-        _DRAINING.add(task)
-        task.add_done_callback(_DRAINING.discard)
+        core.spawn(_drain(stream, state.record.deployment), name="tiergate-drain-upstream")
     else:
         await stream.aclose()
     return response
 
 
 DRAIN_SECONDS = 5.0
-_DRAINING: set[asyncio.Task[None]] = set()
 
 
 async def _drain(stream: Any, deployment: str) -> None:

@@ -200,8 +200,19 @@ async def test_an_upstream_that_never_ends_its_body_after_the_last_event_is_drop
     p = await proxy(CONFIG % upstream["port"])
     assert await relay(p, BODY, {"x-tiergate-cache": "off"}) == b"".join(FINISHED)
     for _ in range(200):
-        if not chat._DRAINING:
+        if not p.core.background:
             break
         await asyncio.sleep(0.01)
-    assert not chat._DRAINING and p.core.http.idle_connections() == 0  # given up on, connection closed
+    assert not p.core.background and p.core.http.idle_connections() == 0  # given up on, connection closed
+    upstream["release"].set()
+
+
+async def test_stopping_the_core_cancels_a_drain_still_running(proxy, upstream):
+    upstream["release"] = asyncio.Event()
+    p = await proxy(CONFIG % upstream["port"])
+    assert await relay(p, BODY, {"x-tiergate-cache": "off"}) == b"".join(FINISHED)
+    [task] = p.core.background
+    await p.core.stop()
+    assert task.cancelled() or task.done()
+    assert not p.core.background
     upstream["release"].set()
