@@ -25,6 +25,14 @@ from app.server.relay import StreamRelay
 log = logging.getLogger("tiergate.request")
 content_log = logging.getLogger("tiergate.content")
 
+class AnswerStreamResponse(web.StreamResponse):
+    """A streamed answer. Its headers go out with its first bytes, in one write (one packet, one read for the
+    client), instead of on their own at prepare(): an answer is prepared only once its first bytes are ready.
+    (aiohttp's web.Response does the same for whole bodies.)"""
+
+    _send_headers_immediately = False
+
+
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
                "x-accel-buffering": "no"}
 
@@ -142,7 +150,7 @@ async def answer_stream(request: web.Request, state: RequestState, dialect: Modu
     if stream.passthrough and state.cache_key is None and hasattr(stream.decoder, "skim"):
         stream.decoder.skim()  # relayed and not cached: only usage and the end need decoding
     headers = {**SSE_HEADERS, **response_headers(state, overhead_ms=state.overhead_ms(route.upstream_ms))}
-    response = web.StreamResponse(status=200, headers=headers)
+    response = AnswerStreamResponse(status=200, headers=headers)
     try:
         await response.prepare(request)
         out = relay.process(first_raw, first_events)
@@ -264,7 +272,7 @@ async def answer_from_cache(request: web.Request, state: RequestState, dialect: 
         body = request.app[CORE].dumps(dialect.render_response(cached, req))
         return web.Response(body=body, status=200, content_type="application/json", headers=headers)
     encoder = dialect.StreamEncoder(req, state.response_id)
-    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    response = AnswerStreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
     state.first_byte()
     out = b"".join(encoder.encode(ev) for ev in events_from_response(cached, text_chunk=64)) + encoder.finish()

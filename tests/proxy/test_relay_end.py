@@ -216,3 +216,18 @@ async def test_stopping_the_core_cancels_a_drain_still_running(proxy, upstream):
     assert task.cancelled() or task.done()
     assert not p.core.background
     upstream["release"].set()
+
+
+async def test_headers_and_the_first_bytes_of_a_streamed_answer_come_in_one_write(proxy, upstream, monkeypatch):
+    from asyncio import selector_events
+
+    writes: list[bytes] = []
+    transport = selector_events._SelectorSocketTransport
+    real_write, real_writelines = transport.write, transport.writelines
+    monkeypatch.setattr(transport, "write", lambda self, data: (writes.append(bytes(data)), real_write(self, data))[1])
+    monkeypatch.setattr(transport, "writelines", lambda self, parts: (
+        writes.append(b"".join(bytes(x) for x in parts)), real_writelines(self, parts))[1])
+    p = await proxy(CONFIG % upstream["port"])
+    await relay(p, BODY, {"x-tiergate-cache": "off"})
+    [head] = [w for w in writes if w.startswith(b"HTTP/1.1 200") and b"x-tiergate-tier" in w]
+    assert b"data: {" in head  # the headers did not go out on their own
