@@ -236,6 +236,8 @@ class Tiergate:
         # Its own keep-alive pool and no cookie jar: a cookie one upstream sets for one agent's request must
         # not ride along on the next agent's.
         self.http = UpstreamHTTP(keepalive=30.0, user_agent=f"Tiergate/{self.version}")
+        if any(d.api_base.startswith("https:") for d in self.config.deployments):
+            self.http.prepare_tls()
         self.router = self._new_router(self._build_providers(self.http))
         from app.server.security import Gate, server_limits
 

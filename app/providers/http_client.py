@@ -574,6 +574,13 @@ class UpstreamHTTP:
         self._targets: dict[str, Target] = {}
         self._heads: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], bytes] = {}
         self._sweep: asyncio.TimerHandle | None = None
+        self._ssl_loading: asyncio.Future[ssl.SSLContext] | None = None
+
+    def prepare_tls(self) -> None:
+        """Start loading the default TLS context (the trust store is read from disk) in a worker thread, so
+        the first HTTPS connection does not read it on the event loop. Called by the core at start."""
+        if self.ssl_context is None and self._ssl_loading is None:
+            self._ssl_loading = asyncio.get_running_loop().run_in_executor(None, default_ssl_context)
 
     def target(self, url: str) -> Target:
         target = self._targets.get(url)
@@ -583,9 +590,10 @@ class UpstreamHTTP:
                 self._targets[url] = target
         return target
 
-    def _ssl(self) -> ssl.SSLContext:
+    async def _ssl(self) -> ssl.SSLContext:
         if self.ssl_context is None:
-            self.ssl_context = default_ssl_context()
+            self.prepare_tls()
+            self.ssl_context = await self._ssl_loading  # type: ignore[misc]
         return self.ssl_context
 
     def _head(self, method: str, target: Target, headers: dict[str, str]) -> bytes:
@@ -652,7 +660,7 @@ class UpstreamHTTP:
         if timeouts.total is not None:
             left = started + timeouts.total - loop.time()
             limit = left if limit is None else min(limit, left)
-        tls = self._ssl() if target.tls else None
+        tls = await self._ssl() if target.tls else None
         scope = asyncio.timeout(limit)
         try:
             async with scope:

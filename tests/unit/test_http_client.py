@@ -704,3 +704,25 @@ async def test_resolver_for_names_not_for_ip_literals(upstream, make_client, tls
     with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):  # the name is what is verified
         await client.request("POST", f"https://other.test:{port}/length", b"", {}, timeouts=T)
     assert asked[-1] == ("other.test", port)
+
+
+async def test_the_default_tls_context_is_loaded_off_the_event_loop_once(monkeypatch):
+    import threading
+
+    from app.providers import http_client
+
+    threads: list[str] = []
+    real = http_client.default_ssl_context
+
+    def loading() -> ssl.SSLContext:
+        threads.append(threading.current_thread().name)
+        return real()
+
+    monkeypatch.setattr(http_client, "default_ssl_context", loading)
+    client = UpstreamHTTP()
+    client.prepare_tls()
+    client.prepare_tls()
+    first, second = await asyncio.gather(client._ssl(), client._ssl())
+    assert first is second and isinstance(first, ssl.SSLContext)
+    assert len(threads) == 1 and threads[0] != threading.main_thread().name
+    await client.close()
