@@ -59,7 +59,6 @@ def _column_sql(f: dataclasses.Field[Any]) -> str:
     return f"{f.name} {_SQL_TYPES.get(str(f.type), '')}".strip()
 
 
-_INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _INDICES = (
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts)",
     "CREATE INDEX IF NOT EXISTS usage_agent_ts ON usage(agent, ts)",
@@ -147,12 +146,12 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+_ROW_PLACEHOLDERS = f"({', '.join('?' * len(COLUMNS))})"
+
+
 @functools.lru_cache(maxsize=16)
 def _insert_sql(rows: int) -> str:
     return f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES " + ", ".join([_ROW_PLACEHOLDERS] * rows)
-
-
-_ROW_PLACEHOLDERS = f"({', '.join('?' * len(COLUMNS))})"
 
 
 def write_batch(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:

@@ -1,8 +1,9 @@
 """Upstream adapters: one class per upstream dialect, one instance per deployment.
 
 A provider turns a canonical `ChatRequest` into the upstream's wire request (through the dialect module),
-sends it on the shared upstream client (`http_client.UpstreamHTTP`), and gives back a canonical `ChatResponse` or a stream. Every failure
-is raised as a typed `app.errors.UpstreamError`; the router decides retries and fallbacks from the type.
+sends it on the shared upstream client (`http_client.UpstreamHTTP`), and gives back a canonical
+`ChatResponse` or a stream. Every failure is raised as a typed `app.errors.UpstreamError`; the router
+decides retries and fallbacks from the type.
 
 When the client speaks the upstream's own dialect the request is passed through: the client's body is
 forwarded with only the model replaced (unknown fields kept) and the upstream's bytes are relayed as they
@@ -58,10 +59,10 @@ class UpstreamStream:
     usage, the cache, estimates) need not come before sending them. After the first events, a read comes
     with no events and its bytes wait, undecoded, one read behind: `decode_backlog()` decodes the reads
     before the latest (call it after sending the latest), `decode_deferred()` everything still waiting
-    (after the last pair, once the response is ended; and before reporting usage of a stream cut short), and
-    `end_events()` the decoder's end (after the last pair and `decode_deferred()`). So when a read and the end of the body come back to back,
-    the client gets the end without waiting for the read to be decoded. A read that may hold an in-stream
-    error is always decoded before it is handed over."""
+    (after the last pair, once the response is ended; and before reporting usage of a stream cut short),
+    and `end_events()` the decoder's end (after the last pair and `decode_deferred()`). So when a read and
+    the end of the body come back to back, the client gets the end without waiting for the read to be
+    decoded. A read that may hold an in-stream error is always decoded before it is handed over."""
 
     response: Response
     decoder: Any  # the dialect's StreamDecoder
@@ -71,7 +72,7 @@ class UpstreamStream:
     lazy: bool = False
     deferred: bytes = b""  # undecoded bytes of reads before the latest
     latest: bytes = b""  # undecoded bytes of the latest read
-    _close_pending: bool = False  # the decoder's end still to run (lazy streams, in decode_deferred)
+    _close_pending: bool = False  # the decoder's end still to run (lazy streams, in end_events)
     _closed: bool = False
     _it: Any = None
     on_close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # run once when the stream ends
@@ -114,6 +115,20 @@ class UpstreamStream:
             e.deployment = e.deployment or self.deployment.id
             raise
 
+    def _first_events(self, chunk: bytes) -> tuple[int, list[StreamEvent]]:
+        """Decode `chunk` an event at a time until events come: (bytes decoded, their events); all of it when
+        none do."""
+        feed = self.decoder.feed
+        sep = b"\n\n" if b"\n\n" in chunk else b"\n"  # SSE, or NDJSON (Ollama)
+        done, events = 0, []
+        end = chunk.find(sep) + len(sep)
+        while not events and len(sep) <= end < len(chunk):
+            events = feed(chunk[done:end])
+            done, end = end, chunk.find(sep, end) + len(sep)
+        if not events:
+            events, done = feed(chunk[done:]), len(chunk)
+        return done, events
+
     async def _chunks(self) -> AsyncIterator[tuple[bytes, list[StreamEvent]]]:
         dep = self.deployment
         feed = self.decoder.feed
@@ -125,31 +140,20 @@ class UpstreamStream:
                     # Until the first events, a read (often the whole answer) is decoded an event at a time, so the
                     # response can start before the rest is decoded. Not when the read may hold an in-stream error:
                     # decoded whole, that error still comes before the first events and the router can fall back.
-                    sep = b"\n\n" if b"\n\n" in chunk else b"\n"  # SSE, or NDJSON (Ollama)
-                    end = chunk.find(sep) + len(sep) if b'"error' not in chunk else 0
-                    if lazy and end:
-                        # The whole read is handed over once its first events are decoded; the rest waits.
-                        done, events = 0, []
-                        while not events and len(sep) <= end < len(chunk):
-                            events = feed(chunk[done:end])
-                            done, end = end, chunk.find(sep, end) + len(sep)
-                        if not events:
-                            events, done = feed(chunk[done:]), len(chunk)
-                        self.latest = chunk[done:]
+                    if b'"error' in chunk:
+                        events = feed(chunk)
                         started = bool(events)
                         yield chunk, events
                         continue
-                    while len(sep) <= end < len(chunk):
-                        head, chunk = chunk[:end], chunk[end:]
-                        events = feed(head)
-                        yield head, events
-                        if events:
-                            started = True
-                            break
-                        end = chunk.find(sep) + len(sep)
-                    events = feed(chunk)
-                    started = started or bool(events)
-                    yield chunk, events
+                    done, events = self._first_events(chunk)
+                    started = bool(events)
+                    if lazy:  # the whole read is handed over; the rest of it waits, undecoded
+                        self.latest = chunk[done:]
+                        yield chunk, events
+                    else:
+                        yield chunk[:done], events
+                        if done < len(chunk):
+                            yield chunk[done:], feed(chunk[done:])
                     continue
                 if lazy and b'"error' not in chunk:
                     if self.latest:

@@ -166,7 +166,7 @@ class Response:
     `close()` to drop the connection."""
 
     __slots__ = ("status", "_headers", "_conn", "_chunks", "_buffered", "_complete", "_error", "_waiter",
-                 "_timeouts", "_deadline", "_timer", "_decoder", "_header_list", "_header_bytes", "_got_headers",
+                 "_timeouts", "_deadline", "_decoder", "_header_list", "_header_bytes", "_got_headers",
                  "_received", "_until_close", "_label", "_done")
 
     def __init__(self, timeouts: Timeouts, label: str):
@@ -180,7 +180,6 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._timeouts = timeouts
         self._deadline: asyncio.TimerHandle | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._decoder: _Decoder | None = None
         self._header_list: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
@@ -262,7 +261,7 @@ class Response:
                 self._chunks.append(tail)
                 self._buffered += len(tail)
         self._complete = True
-        self._clear_timers()
+        self._clear_deadline()
         self._wake()
 
     def fail(self, error: BaseException) -> None:
@@ -270,7 +269,7 @@ class Response:
         if self._complete or self._error is not None:
             return
         self._error = error
-        self._clear_timers()
+        self._clear_deadline()
         self._wake()
 
     # ------------------------------------------------------------------------------------- waiting
@@ -303,7 +302,7 @@ class Response:
         self.fail(Timeout(f"{self._label} did not finish within {self._timeouts.total:g} s"))
         self._drop_connection()
 
-    def _clear_timers(self) -> None:
+    def _clear_deadline(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -371,7 +370,7 @@ class Response:
         if self._done:
             return
         self._done = True
-        self._clear_timers()
+        self._clear_deadline()
         conn, self._conn = self._conn, None
         if conn is not None:
             if self._complete and not self._chunks and conn.reusable():
@@ -384,7 +383,7 @@ class Response:
         if self._done:
             return
         self._done = True
-        self._clear_timers()
+        self._clear_deadline()
         self._drop_connection()
         if not self._complete and self._error is None:
             self._error = ConnectionBroken(f"the response from {self._label} was closed")
@@ -402,7 +401,7 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection; carries one response at a time."""
 
-    __slots__ = ("pool", "transport", "parser", "response", "lost", "idle_since", "paused", "keep_alive", "uses")
+    __slots__ = ("pool", "transport", "parser", "response", "lost", "idle_since", "paused", "keep_alive")
 
     def __init__(self, pool: _OriginPool):
         self.pool = pool
@@ -413,7 +412,6 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.paused = False
         self.keep_alive = True
-        self.uses = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -495,7 +493,6 @@ class _Connection(asyncio.Protocol):
     def send(self, response: Response, data: bytes) -> None:
         self.response = response
         response._conn = self
-        self.uses += 1
         self.transport.write(data)  # type: ignore[union-attr]
 
     def reusable(self) -> bool:

@@ -3,8 +3,9 @@ the response before decoding the last read (`chat._end_relayed`), then records u
 what it decodes. The client must get exactly the upstream's bytes, and the record must be as exact as when
 the last read is decoded first.
 
-The upstream here is a hand-written aiohttp app on 127.0.0.1 that answers with fixed SSE bytes in OpenAI's
-chat.completion.chunk format (one write, or one write per event), so the tests control how the stream ends.
+The upstream here is a scripted fake (a tests.fakes FakeServer) on 127.0.0.1 that answers with fixed SSE bytes
+in OpenAI's chat.completion.chunk format (one write, or one write per event), so the tests control how the
+stream ends.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from app.server import chat
+from tests.fakes.base import FakeServer
 
 HEAD = {"id": "chatcmpl-relay", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "gpt-4o-mini",
         "system_fingerprint": None}
@@ -52,36 +54,38 @@ tiergate_settings:
 """
 
 
-@pytest.fixture
-async def upstream():
-    """An OpenAI-style upstream serving `state["events"]`, in one write or one write per event."""
-    state: dict[str, Any] = {"events": FINISHED, "per_event": False, "requests": 0, "release": None}
+class ScriptedStream(FakeServer):
+    """An OpenAI-style upstream answering every chat request with `events`, in one write or one write per
+    event; with `release` set, it holds its end of body back until the test sets it."""
 
-    async def completions(request: web.Request) -> web.StreamResponse:
-        state["requests"] += 1
-        await request.read()
+    def __init__(self) -> None:
+        self.events: list[bytes] = FINISHED
+        self.per_event = False
+        self.release: asyncio.Event | None = None
+        super().__init__()
+
+    def setup_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self.completions)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
-        if state["per_event"]:
-            for ev in state["events"]:
+        if self.per_event:
+            for ev in self.events:
                 await resp.write(ev)
                 await asyncio.sleep(0.002)
         else:
-            await resp.write(b"".join(state["events"]))
-        if state["release"] is not None:  # hold the end of body back until the test says so
-            await state["release"].wait()
+            await resp.write(b"".join(self.events))
+        if self.release is not None:
+            await self.release.wait()
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield state
-    await runner.cleanup()
+
+@pytest.fixture
+async def upstream():
+    async with ScriptedStream() as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -116,7 +120,7 @@ BODY = {"model": "relay", "messages": [{"role": "user", "content": "count"}], "s
 
 
 async def test_a_whole_answer_in_one_read_ends_first_and_is_recorded_exactly(proxy, upstream, early_ends):
-    p = await proxy(CONFIG % upstream["port"])
+    p = await proxy(CONFIG % upstream.port)
     got = await relay(p, BODY, {"x-tiergate-cache": "off"})
     assert got == b"".join(FINISHED)  # the upstream's bytes, exactly
     assert early_ends == [1]
@@ -125,7 +129,7 @@ async def test_a_whole_answer_in_one_read_ends_first_and_is_recorded_exactly(pro
 
 
 async def test_the_usage_chunk_the_client_did_not_ask_for_is_still_stripped(proxy, upstream, early_ends):
-    p = await proxy(CONFIG % upstream["port"])
+    p = await proxy(CONFIG % upstream.port)
     body = {k: v for k, v in BODY.items() if k != "stream_options"}
     got = await relay(p, body, {"x-tiergate-cache": "off"})
     expected = [ev for ev in FINISHED if b'"choices":[]' not in ev]
@@ -135,34 +139,34 @@ async def test_the_usage_chunk_the_client_did_not_ask_for_is_still_stripped(prox
 
 
 async def test_the_cache_is_filled_from_a_stream_that_ended_first(proxy, upstream, early_ends):
-    p = await proxy(CONFIG % upstream["port"])
+    p = await proxy(CONFIG % upstream.port)
     await relay(p, BODY)
     client = p.openai()
     again = await client.chat.completions.create(model="relay", messages=BODY["messages"], stream=False)
     assert again.choices[0].message.content == "".join(WORDS)
-    assert upstream["requests"] == 1  # the second answer came from the cache
+    assert len(upstream.requests) == 1  # the second answer came from the cache
     first, hit = await records(p)
     assert (first.cache_hit, hit.cache_hit, hit.output_tokens) == (False, True, 40)
 
 
 async def test_an_unfinished_stream_in_one_read_reaches_the_client_as_sent_and_is_recorded_as_an_error(
         proxy, upstream, early_ends):
-    upstream["events"] = UNFINISHED
-    p = await proxy(CONFIG % upstream["port"])
+    upstream.events = UNFINISHED
+    p = await proxy(CONFIG % upstream.port)
     got = await relay(p, BODY)
     assert got == b"".join(UNFINISHED)  # what the upstream sent; the client's SDK sees what it would have seen
     assert early_ends == [1]
     [rec] = await records(p)
     assert (rec.status, rec.error, rec.http_status) == ("error", "upstream_bad_response", 502)
     assert rec.usage_estimated and rec.output_tokens > 0  # estimated from the text that did come
-    assert upstream["requests"] == 1
+    assert len(upstream.requests) == 1
     await relay(p, BODY)  # nothing was cached from the broken answer
-    assert upstream["requests"] == 2
+    assert len(upstream.requests) == 2
 
 
 async def test_an_unfinished_stream_in_several_reads_is_recorded_as_an_error(proxy, upstream):
-    upstream["events"], upstream["per_event"] = UNFINISHED, True
-    p = await proxy(CONFIG % upstream["port"])
+    upstream.events, upstream.per_event = UNFINISHED, True
+    p = await proxy(CONFIG % upstream.port)
     got = await relay(p, BODY, {"x-tiergate-cache": "off"})
     assert got.startswith(b"".join(UNFINISHED))  # and, when the end came in a read of its own, an error event
     [rec] = await records(p)
@@ -170,8 +174,8 @@ async def test_an_unfinished_stream_in_several_reads_is_recorded_as_an_error(pro
 
 
 async def test_a_stream_in_several_reads_is_recorded_exactly(proxy, upstream):
-    upstream["per_event"] = True
-    p = await proxy(CONFIG % upstream["port"])
+    upstream.per_event = True
+    p = await proxy(CONFIG % upstream.port)
     got = await relay(p, BODY, {"x-tiergate-cache": "off"})
     assert got == b"".join(FINISHED)
     [rec] = await records(p)
@@ -179,14 +183,14 @@ async def test_a_stream_in_several_reads_is_recorded_exactly(proxy, upstream):
 
 
 async def test_the_response_ends_at_the_last_event_without_waiting_for_the_upstreams_end_of_body(proxy, upstream):
-    upstream["release"] = asyncio.Event()
-    p = await proxy(CONFIG % upstream["port"])
+    upstream.release = asyncio.Event()
+    p = await proxy(CONFIG % upstream.port)
     got = await asyncio.wait_for(relay(p, BODY, {"x-tiergate-cache": "off"}), 10)
     assert got == b"".join(FINISHED)  # complete, while the upstream still holds its end of body back
     [rec] = await records(p)  # and recorded in full already
     assert (rec.status, rec.input_tokens, rec.output_tokens) == ("ok", 11, 40)
     assert p.core.http.idle_connections() == 0  # the upstream connection is still being drained
-    upstream["release"].set()
+    upstream.release.set()
     for _ in range(200):
         if p.core.http.idle_connections() == 1:
             break
@@ -196,26 +200,26 @@ async def test_the_response_ends_at_the_last_event_without_waiting_for_the_upstr
 
 async def test_an_upstream_that_never_ends_its_body_after_the_last_event_is_dropped(proxy, upstream, monkeypatch):
     monkeypatch.setattr(chat, "DRAIN_SECONDS", 0.05)
-    upstream["release"] = asyncio.Event()
-    p = await proxy(CONFIG % upstream["port"])
+    upstream.release = asyncio.Event()
+    p = await proxy(CONFIG % upstream.port)
     assert await relay(p, BODY, {"x-tiergate-cache": "off"}) == b"".join(FINISHED)
     for _ in range(200):
         if not p.core.background:
             break
         await asyncio.sleep(0.01)
     assert not p.core.background and p.core.http.idle_connections() == 0  # given up on, connection closed
-    upstream["release"].set()
+    upstream.release.set()
 
 
 async def test_stopping_the_core_cancels_a_drain_still_running(proxy, upstream):
-    upstream["release"] = asyncio.Event()
-    p = await proxy(CONFIG % upstream["port"])
+    upstream.release = asyncio.Event()
+    p = await proxy(CONFIG % upstream.port)
     assert await relay(p, BODY, {"x-tiergate-cache": "off"}) == b"".join(FINISHED)
     [task] = p.core.background
     await p.core.stop()
     assert task.cancelled() or task.done()
     assert not p.core.background
-    upstream["release"].set()
+    upstream.release.set()
 
 
 async def test_headers_and_the_first_bytes_of_a_streamed_answer_come_in_one_write(proxy, upstream, monkeypatch):
@@ -227,7 +231,7 @@ async def test_headers_and_the_first_bytes_of_a_streamed_answer_come_in_one_writ
     monkeypatch.setattr(transport, "write", lambda self, data: (writes.append(bytes(data)), real_write(self, data))[1])
     monkeypatch.setattr(transport, "writelines", lambda self, parts: (
         writes.append(b"".join(bytes(x) for x in parts)), real_writelines(self, parts))[1])
-    p = await proxy(CONFIG % upstream["port"])
+    p = await proxy(CONFIG % upstream.port)
     await relay(p, BODY, {"x-tiergate-cache": "off"})
     [head] = [w for w in writes if w.startswith(b"HTTP/1.1 200") and b"x-tiergate-tier" in w]
     assert b"data: {" in head  # the headers did not go out on their own
